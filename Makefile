@@ -1,0 +1,49 @@
+# README's two commands: `make quickstart` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Tests and the quickstart run JAX on CPU; libtpu (dev extra) is only for `musiclm-jax compile`.
+export JAX_PLATFORMS ?= cpu
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test quickstart lint format bench clean system-deps
+
+# Debian packages the project needs at run time (none yet beyond python3-venv).
+SYSTEM_PACKAGES := python3-venv
+
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ] && ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
+	    apt-get update -q && apt-get install -y -q $$missing; fi; fi
+
+$(STAMP): setup.py
+	$(MAKE) system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+
+quickstart: install
+	$(BIN)/musiclm-jax quickstart --out_dir runs/quickstart
+
+lint: install
+	$(BIN)/ruff check musiclm_jax tasks tests
+	$(BIN)/ruff format --check musiclm_jax tasks tests
+
+format: install
+	$(BIN)/ruff format musiclm_jax tasks tests
+	$(BIN)/ruff check --fix musiclm_jax tasks tests
+
+bench: install
+	$(BIN)/musiclm-jax bench train --gin_file=gin/models/semantic/tiny.gin --gin_file=gin/runs/bench.gin
+	$(BIN)/musiclm-jax bench decode --gin_file=gin/models/semantic/tiny.gin
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,36 @@
+"""musiclm-jax: MusicLM in JAX/Flax, T5X/MaxText-style."""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "jaxlib>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "seqio==0.0.20",
+    "tensorflow-cpu>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<5",
+    "tensorboard>=2.21,<2.22",
+    "gin-config==0.5.0",
+    "clu==0.0.12",
+    "absl-py>=2.1",
+    "numpy>=2.0",
+    "tqdm>=4.66",
+]
+
+EXTRAS_REQUIRE = {
+    # libtpu lets `musiclm-jax compile` lower and compile for TPU topologies on a CPU host.
+    "tpu": ["libtpu>=0.0.51"],
+    "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.17", "libtpu>=0.0.51"],
+}
+
+setuptools.setup(
+    name="musiclm-jax",
+    version="0.1.0",
+    description="MusicLM (text to 24 kHz music) in JAX/Flax, trained and decoded at scale.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["musiclm-jax=musiclm_jax.main.cli:main"]},
+)
