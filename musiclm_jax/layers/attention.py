@@ -1,0 +1,167 @@
+"""Multi-head self-attention with a key/value cache for prefill + incremental decoding.
+
+Three modes, chosen by the caller (`layers.decoder.Decoder`):
+- full (training, scoring): attend over the whole sequence under the given mask;
+- prefill: as full, and also write the keys/values of every position into the cache;
+- decode: one new token at `decode_position`; write its key/value there and attend to the cache.
+The cache is created by initialising with `decode=True` on a [batch, max_length] input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from musiclm_jax import axes
+from musiclm_jax.layers.config import TransformerConfig
+from musiclm_jax.layers.dense import Projection
+
+_CACHE_AXES = (axes.BATCH, axes.CACHE_LENGTH, axes.ACT_HEADS, axes.ACT_KV)
+
+
+def xla_attention(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  bias: jax.Array,
+  mask: jax.Array,
+  *,
+  dropout_rate: float = 0.0,
+  dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+  """Softmax attention in float32 with additive bias and boolean mask.
+
+  Args:
+    query: [batch, q, heads, head_dim], already scaled by 1/sqrt(head_dim).
+    key, value: [batch, k, heads, head_dim].
+    bias: [batch or 1, heads, q, k] added to the logits.
+    mask: [batch or 1, 1, q, k] bool, True where attention is allowed.
+    dropout_rate, dropout_rng: dropout on the attention probabilities (rng None: no dropout).
+  Returns:
+    [batch, q, heads, head_dim] in the query's dtype.
+  """
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+  logits = logits + bias.astype(jnp.float32)
+  # finfo.min rather than -inf: a fully masked row (padding) gets uniform weights, not NaN.
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if dropout_rng is not None and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(value.dtype), value)
+
+
+def fused_attention(
+  query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array, mask: jax.Array
+) -> jax.Array:
+  """`jax.nn.dot_product_attention` (cuDNN flash attention on GPU where shapes allow).
+
+  Same arguments as `xla_attention` (query pre-scaled), no dropout.
+  """
+  return jax.nn.dot_product_attention(
+    query, key, value, bias=bias.astype(query.dtype), mask=mask, scale=1.0
+  )
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention (no biases, T5 style) with an optional KV cache."""
+
+  config: TransformerConfig
+  deterministic: bool = True
+  decode: bool = False
+  prefill: bool = False
+
+  def _projection(self, name: str) -> Projection:
+    cfg = self.config
+    return Projection(
+      (cfg.num_heads, cfg.head_dim),
+      (axes.EMBED, axes.HEADS, axes.KV),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      name=name,
+    )
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    bias: jax.Array,
+    mask: jax.Array,
+    decode_position: jax.Array | None = None,
+  ) -> jax.Array:
+    """Attention over `x`.
+
+    Args:
+      x: [batch, length, embed]; length 1 in decode mode.
+      bias: [1, heads, q, k] relative position bias (k = cache length in decode mode).
+      mask: [batch or 1, 1, q, k] bool.
+      decode_position: int32 scalar, the position being decoded (decode mode only).
+    Returns:
+      [batch, length, embed].
+    """
+    cfg = self.config
+    head_axes = (axes.BATCH, axes.LENGTH, axes.ACT_HEADS, axes.ACT_KV)
+    query = self._projection("query")(x) / jnp.asarray(math.sqrt(cfg.head_dim), cfg.compute_dtype)
+    key = self._projection("key")(x)
+    value = self._projection("value")(x)
+    query = nn.with_logical_constraint(query, head_axes)
+    key = nn.with_logical_constraint(key, head_axes)
+    value = nn.with_logical_constraint(value, head_axes)
+
+    if self.decode or self.prefill:
+      key, value = self._update_cache(key, value, decode_position)
+
+    dropout_rng = None
+    if not self.deterministic and cfg.dropout_rate > 0.0:
+      dropout_rng = self.make_rng("dropout")
+    if cfg.attention_impl == "dot_product_attention" and not self.decode:
+      out = fused_attention(query, key, value, bias, mask)
+    else:
+      out = xla_attention(
+        query, key, value, bias, mask, dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng
+      )
+    out = nn.with_logical_constraint(out, head_axes)
+    projected = Projection(
+      cfg.d_model,
+      (axes.HEADS, axes.KV, axes.EMBED),
+      num_contract=2,
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.weight_dtype,
+      name="out",
+    )(out)
+    return nn.with_logical_constraint(projected, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
+
+  def _update_cache(
+    self, key: jax.Array, value: jax.Array, decode_position: jax.Array | None
+  ) -> tuple[jax.Array, jax.Array]:
+    """Writes new keys/values into the cache; returns what attention should read.
+
+    At init (cache not yet created) the cache takes the input's shape: that is how its maximum
+    length is chosen. Prefill writes positions [0, length) and attends over the fresh keys; decode
+    writes one position and attends over the whole cache.
+    """
+    initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable(
+      "cache", "cached_key", nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES), key.shape,
+      key.dtype,
+    )
+    cached_value = self.variable(
+      "cache", "cached_value", nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
+      value.shape, value.dtype,
+    )
+    if not initialized:
+      return key, value
+    max_length = cached_key.value.shape[1]
+    if self.prefill:
+      if key.shape[1] > max_length:
+        raise ValueError(f"Prefill of {key.shape[1]} tokens exceeds the cache length {max_length}.")
+      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
+      cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
+      return key, value
+    start = (0, decode_position, 0, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+    return cached_key.value, cached_value.value

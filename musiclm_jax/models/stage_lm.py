@@ -1,0 +1,231 @@
+"""The model wrapper of one MusicLM stage (semantic, coarse or fine): a prefix LM over ids.
+
+It owns what the Flax network does not know: the stage's vocabulary layout, the loss, scoring
+and sampling (t5x's DecoderOnlyModel role). Batches are the model features of
+`seqio.PrefixLMFeatureConverter`: `decoder_target_tokens`, `decoder_input_tokens`,
+`decoder_loss_weights`, `decoder_causal_attention`, all [batch, inputs_length + targets_length].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from musiclm_jax.decoding import sampling
+from musiclm_jax.layers.config import TransformerConfig
+from musiclm_jax.layers.decoder import Decoder
+from musiclm_jax.models import losses
+from musiclm_jax.models.stages import StageLayout
+
+PyTree = Any
+Batch = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How a stage samples. Paper: temperature 1.0 / 0.95 / 0.4 (semantic / coarse / fine)."""
+
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
+class StageLM:
+  """Loss, scoring and sampling of a decoder-only stage LM.
+
+  Attributes:
+    config: transformer architecture.
+    layout: the stage's vocabulary and sequence layout.
+    module: the Flax `Decoder`.
+  """
+
+  def __init__(
+    self,
+    config: TransformerConfig,
+    layout: StageLayout,
+    *,
+    z_loss: float = 1e-4,
+    label_smoothing: float = 0.0,
+    sampling_config: SamplingConfig = SamplingConfig(),
+  ):
+    self.config = config
+    self.layout = layout
+    self.z_loss = z_loss
+    self.label_smoothing = label_smoothing
+    self.sampling_config = sampling_config
+    self.vocab_size = layout.padded_vocab_size()
+    self.module = Decoder(config, self.vocab_size)
+
+  @property
+  def name(self) -> str:
+    return self.layout.stage
+
+  @property
+  def sequence_length(self) -> int:
+    return self.layout.inputs_length + self.layout.targets_length
+
+  def num_params(self) -> int:
+    return self.config.num_params(self.vocab_size)
+
+  def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
+    """Zero model features of the right shapes (init, AOT compiles, benchmarks)."""
+    shape = (batch_size, self.sequence_length)
+    return {
+      k: jnp.zeros(shape, jnp.int32)
+      for k in (
+        "decoder_target_tokens",
+        "decoder_input_tokens",
+        "decoder_loss_weights",
+        "decoder_causal_attention",
+      )
+    }
+
+  def get_initial_variables(self, rng: jax.Array, batch_size: int = 1) -> PyTree:
+    """Initial parameters, boxed with their logical axis names ({'params': ...})."""
+    tokens = jnp.zeros((batch_size, self.sequence_length), jnp.int32)
+    return {"params": self.module.init(rng, tokens, tokens)["params"]}
+
+  def _logits(self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None) -> jax.Array:
+    rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+    return self.module.apply(
+      {"params": params},
+      batch["decoder_input_tokens"],
+      batch["decoder_causal_attention"],
+      batch["decoder_target_tokens"] > 0,
+      enable_dropout=dropout_rng is not None,
+      rngs=rngs,
+    )
+
+  def loss_fn(
+    self,
+    params: PyTree,
+    batch: Batch,
+    dropout_rng: jax.Array | None,
+    loss_normalizer: jax.Array | float | None = None,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Cross-entropy on target positions only.
+
+    Args:
+      params: unboxed parameters.
+      batch: model features [batch, length].
+      dropout_rng: key for dropout, or None for deterministic evaluation.
+      loss_normalizer: divide the summed loss by this (the trainer passes the whole batch's
+        weight so microbatch gradients add up exactly); default: this batch's weight.
+    Returns:
+      (scalar loss, metrics of summed quantities: loss_sum, z_loss_sum, correct_sum, weight_sum).
+    """
+    logits = self._logits(params, batch, dropout_rng)
+    targets = batch["decoder_target_tokens"]
+    weights = batch["decoder_loss_weights"].astype(jnp.float32)
+    token_loss, token_z = losses.cross_entropy_with_logits(
+      logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
+    )
+    weight_sum = jnp.sum(weights)
+    normalizer = jnp.maximum(weight_sum, 1.0) if loss_normalizer is None else loss_normalizer
+    loss_sum = losses.weighted_sum(token_loss, weights)
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    metrics = {
+      "loss_sum": loss_sum,
+      "z_loss_sum": losses.weighted_sum(token_z, weights),
+      "correct_sum": losses.weighted_sum(correct, weights),
+      "weight_sum": weight_sum,
+    }
+    return loss_sum / normalizer, metrics
+
+  def score_batch(self, params: PyTree, batch: Batch) -> jax.Array:
+    """Log-likelihood of each example's targets: [batch] float32 (no z-loss or smoothing)."""
+    logits = self._logits(params, batch, None).astype(jnp.float32)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    target_lp = jnp.take_along_axis(log_probs, batch["decoder_target_tokens"][..., None], -1)
+    return jnp.sum(target_lp[..., 0] * batch["decoder_loss_weights"], axis=-1)
+
+  def init_cache(self, batch_size: int, length: int | None = None) -> PyTree:
+    """An empty KV cache for `batch_size` sequences of up to `length` (default: full stage)."""
+    length = length or self.sequence_length
+    tokens = jnp.zeros((batch_size, length), jnp.int32)
+    shapes = jax.eval_shape(
+      lambda: self.module.init(jax.random.key(0), tokens, tokens, decode=True)["cache"]
+    )
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
+
+  def prompt_tokens(self, inputs: jax.Array) -> jax.Array:
+    """[batch, inputs_length] stage input ids -> decoder prompt [batch, inputs_length + 1] (BOS first)."""
+    return jnp.pad(inputs, ((0, 0), (1, 0)))
+
+  def predict_batch(
+    self,
+    params: PyTree,
+    inputs: jax.Array,
+    rng: jax.Array,
+    *,
+    sampling_config: SamplingConfig | None = None,
+    forced_targets: jax.Array | None = None,
+    forced_mask: jax.Array | None = None,
+  ) -> sampling.SamplingOutput:
+    """Samples the targets of each example with the KV cache.
+
+    The prompt (BOS + inputs) is prefilled in one pass with full attention inside the prefix,
+    then targets are decoded one per step inside `lax.while_loop`, each constrained to the id
+    range its position allows (`StageLayout.target_id_ranges`).
+
+    Args:
+      params: unboxed parameters.
+      inputs: [batch, inputs_length] int32 stage input ids.
+      rng: PRNG key.
+      sampling_config: overrides the model's default sampling settings.
+      forced_targets, forced_mask: [batch, targets_length]: emit these targets where the mask is
+        True (continuation of a given target prefix).
+    Returns:
+      SamplingOutput with tokens [batch, targets_length].
+    """
+    cfg = sampling_config or self.sampling_config
+    batch_size = inputs.shape[0]
+    prompt = self.prompt_tokens(inputs)
+    cache = self.init_cache(batch_size)
+    logits, variables = self.module.apply(
+      {"params": params, "cache": cache},
+      prompt,
+      jnp.ones_like(prompt),
+      prefill=True,
+      mutable=["cache"],
+    )
+
+    def tokens_to_logits(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
+      step_logits, new_vars = self.module.apply(
+        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
+      )
+      return step_logits[:, 0], new_vars["cache"]
+
+    return sampling.temperature_sample(
+      logits[:, -1],
+      variables["cache"],
+      tokens_to_logits,
+      rng,
+      self.layout.targets_length,
+      temperature=cfg.temperature,
+      top_k=cfg.top_k,
+      top_p=cfg.top_p,
+      forced_tokens=forced_targets,
+      forced_mask=forced_mask,
+      allowed_id_ranges=jnp.asarray(self.layout.target_id_ranges(), jnp.int32),
+    )
+
+  def full_sequence_logits(self, params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Logits predicting every target, from one full (uncached) forward pass.
+
+    Args:
+      inputs: [batch, inputs_length]; targets: [batch, targets_length] ids.
+    Returns:
+      [batch, targets_length, vocab] float32: row t predicts targets[:, t].
+    """
+    sequence = jnp.concatenate([inputs, targets], axis=1)
+    decoder_inputs = jnp.pad(sequence, ((0, 0), (1, 0)))[:, :-1]
+    prefix = jnp.arange(sequence.shape[1]) <= self.layout.inputs_length
+    causal = jnp.broadcast_to(prefix, sequence.shape).astype(jnp.int32)
+    logits = self.module.apply({"params": params}, decoder_inputs, causal)
+    return logits[:, self.layout.inputs_length :]
