@@ -54,6 +54,7 @@ class MeshConfig:
   Attributes:
     ici_data, ici_fsdp, ici_tensor: degrees within a slice (fast interconnect); one may be -1.
     dcn_data, dcn_fsdp, dcn_tensor: degrees across slices (data-centre network); one may be -1.
+    num_devices: use the first N devices (-1: all), e.g. 1 for a single-device run.
   """
 
   ici_data: int = -1
@@ -62,6 +63,7 @@ class MeshConfig:
   dcn_data: int = 1
   dcn_fsdp: int = 1
   dcn_tensor: int = 1
+  num_devices: int = -1
 
   @property
   def ici(self) -> tuple[int, int, int]:
@@ -99,6 +101,11 @@ def _num_slices(devices: Sequence[jax.Device]) -> int:
 def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds the ('data', 'fsdp', 'tensor') mesh for `devices` (default: all)."""
   devices = list(jax.devices() if devices is None else devices)
+  if config.num_devices != -1:
+    if not 0 < config.num_devices <= len(devices):
+      raise ValueError(f"MeshConfig.num_devices={config.num_devices}, but {len(devices)} devices "
+                       "are available.")
+    devices = devices[: config.num_devices]
   num_slices = _num_slices(devices)
   dcn = fill_degrees(config.dcn, num_slices, "DCN")
   ici = fill_degrees(config.ici, len(devices) // num_slices, "ICI")

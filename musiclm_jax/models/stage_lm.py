@@ -229,3 +229,15 @@ class StageLM:
     causal = jnp.broadcast_to(prefix, sequence.shape).astype(jnp.int32)
     logits = self.module.apply({"params": params}, decoder_inputs, causal)
     return logits[:, self.layout.inputs_length :]
+
+
+def train_flops_per_token(config: TransformerConfig, vocab_size: int, sequence_length: int) -> float:
+  """Model FLOPs of one training token (forward + backward), PaLM appendix B convention.
+
+  6 × (matmul parameters) + 12 × layers × heads × head_dim × sequence_length; the attention term
+  counts the full (unmasked) score matrix, as MFU figures in the literature do.
+  """
+  per_layer = 4 * config.d_model * config.num_heads * config.head_dim + 3 * config.d_model * config.d_ff
+  matmul_params = config.num_layers * per_layer + config.d_model * vocab_size
+  attention = 12 * config.num_layers * config.num_heads * config.head_dim * sequence_length
+  return 6.0 * matmul_params + attention

@@ -1,0 +1,36 @@
+"""Peak numbers of accelerators, for MFU and roofline fractions (dense bf16, per chip)."""
+
+from __future__ import annotations
+
+import jax
+
+# device_kind prefix -> (peak bf16 FLOP/s, HBM bytes/s). Public spec-sheet figures.
+_PEAKS: tuple[tuple[str, float, float], ...] = (
+  ("TPU v4", 275e12, 1.2e12),
+  ("TPU v5 lite", 197e12, 0.82e12),
+  ("TPU v5e", 197e12, 0.82e12),
+  ("TPU v5p", 459e12, 2.76e12),
+  ("TPU v5", 459e12, 2.76e12),
+  ("TPU v6 lite", 918e12, 1.64e12),
+  ("NVIDIA H200", 989e12, 4.8e12),
+  ("NVIDIA H100", 989e12, 3.35e12),
+  ("NVIDIA A100", 312e12, 2.0e12),
+)
+
+
+def peak_flops(device: jax.Device | None = None) -> float | None:
+  """Peak dense bf16 FLOP/s of one device, or None when unknown (e.g. CPU)."""
+  kind = (device or jax.devices()[0]).device_kind
+  for prefix, flops, _ in _PEAKS:
+    if kind.startswith(prefix):
+      return flops
+  return None
+
+
+def peak_memory_bandwidth(device: jax.Device | None = None) -> float | None:
+  """HBM bytes/s of one device, or None when unknown."""
+  kind = (device or jax.devices()[0]).device_kind
+  for prefix, _, bandwidth in _PEAKS:
+    if kind.startswith(prefix):
+      return bandwidth
+  return None

@@ -1,0 +1,69 @@
+"""`musiclm-jax VERB ...`: one console script, one module per verb under musiclm_jax/main/."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+USAGE = """usage: musiclm-jax VERB [flags]
+
+verbs:
+  train       train a model from gin files (--gin_file=... --gin.MODEL_DIR="'dir'")
+  compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
+  bench       benchmarks: `bench train` / `bench decode`
+  quickstart  the largest real job on an embedded default (tiny stage LMs)
+"""
+
+
+def _train(argv):
+  from musiclm_jax.main import train
+
+  return train.main(argv)
+
+
+def _compile(argv):
+  from musiclm_jax.main import compile as compile_verb
+
+  return compile_verb.main(argv)
+
+
+def _bench(argv):
+  from musiclm_jax.main import bench
+
+  return bench.main(argv)
+
+
+def _quickstart(argv):
+  from musiclm_jax.main import quickstart
+
+  return quickstart.main(argv)
+
+
+VERBS: dict[str, Callable[[Sequence[str]], int]] = {
+  "train": _train,
+  "compile": _compile,
+  "bench": _bench,
+  "quickstart": _quickstart,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(USAGE)
+    return 0
+  verb, rest = argv[0], argv[1:]
+  if verb not in VERBS:
+    print(f"musiclm-jax: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+  from musiclm_jax.main.gin_utils import GinConfigError
+
+  try:
+    return VERBS[verb](rest) or 0
+  except GinConfigError as e:
+    print(f"musiclm-jax {verb}: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
