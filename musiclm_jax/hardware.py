@@ -34,3 +34,26 @@ def peak_memory_bandwidth(device: jax.Device | None = None) -> float | None:
     if kind.startswith(prefix):
       return bandwidth
   return None
+
+
+# device_kind prefix -> HBM bytes per chip.
+_HBM_BYTES: tuple[tuple[str, float], ...] = (
+  ("TPU v4", 32 * 2**30),
+  ("TPU v5 lite", 16 * 2**30),
+  ("TPU v5e", 16 * 2**30),
+  ("TPU v5p", 95 * 2**30),
+  ("TPU v5", 95 * 2**30),
+  ("TPU v6 lite", 32 * 2**30),
+  ("NVIDIA H200", 141e9),
+  ("NVIDIA H100", 80e9),
+  ("NVIDIA A100", 80e9),
+)
+
+
+def memory_per_device(device: jax.Device | None = None) -> float | None:
+  """HBM capacity in bytes of one device, or None when unknown."""
+  kind = (device or jax.devices()[0]).device_kind
+  for prefix, capacity in _HBM_BYTES:
+    if kind.startswith(prefix):
+      return capacity
+  return None

@@ -103,8 +103,9 @@ def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -
   devices = list(jax.devices() if devices is None else devices)
   if config.num_devices != -1:
     if not 0 < config.num_devices <= len(devices):
-      raise ValueError(f"MeshConfig.num_devices={config.num_devices}, but {len(devices)} devices "
-                       "are available.")
+      raise ValueError(
+        f"MeshConfig.num_devices={config.num_devices}, but {len(devices)} devices are available."
+      )
     devices = devices[: config.num_devices]
   num_slices = _num_slices(devices)
   dcn = fill_degrees(config.dcn, num_slices, "DCN")
@@ -125,8 +126,10 @@ def _check_rules(rules: LogicalRules) -> LogicalRules:
     targets = target if isinstance(target, tuple) else (target,)
     for t in targets:
       if t is not None and t not in axes.MESH_AXES:
-        raise ValueError(f"Rule {name!r} -> {target!r} names unknown mesh axis {t!r}; "
-                         f"mesh axes are {axes.MESH_AXES}.")
+        raise ValueError(
+          f"Rule {name!r} -> {target!r} names unknown mesh axis {t!r}; "
+          f"mesh axes are {axes.MESH_AXES}."
+        )
   return rules
 
 
@@ -141,10 +144,10 @@ class Partitioner:
     devices: Sequence[jax.Device] | None = None,
   ):
     """Args:
-      mesh_config: parallelism degrees (default: all devices on 'data').
-      rules: logical→mesh rules replacing `DEFAULT_RULES`.
-      extra_rules: rules put in front of `rules`, overriding entries of the same name.
-      devices: devices to use (default: `jax.devices()`).
+    mesh_config: parallelism degrees (default: all devices on 'data').
+    rules: logical→mesh rules replacing `DEFAULT_RULES`.
+    extra_rules: rules put in front of `rules`, overriding entries of the same name.
+    devices: devices to use (default: `jax.devices()`).
     """
     self.mesh_config = mesh_config or MeshConfig()
     self.mesh = make_mesh(self.mesh_config, devices)

@@ -38,23 +38,39 @@ def model_metadata(model: StageLM) -> dict[str, Any]:
   return {
     "model": model.name,
     "architecture": dataclasses.asdict(model.config),
-    "layout": {"stage": model.layout.stage, "crop_seconds": model.layout.crop_seconds,
-               "tokens": dataclasses.asdict(model.layout.tokens)},
+    "layout": {
+      "stage": model.layout.stage,
+      "crop_seconds": model.layout.crop_seconds,
+      "tokens": dataclasses.asdict(model.layout.tokens),
+    },
     "vocab_size": model.vocab_size,
   }
 
 
 def _batches(
-  task: str | seqio.Task, model: StageLM, split: str, batch_size: int, seed: int,
-  skip_batches: int, shuffle: bool = True, num_epochs: int | None = None,
+  task: str | seqio.Task,
+  model: StageLM,
+  split: str,
+  batch_size: int,
+  seed: int,
+  skip_batches: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch, as numpy."""
   per_host, remainder = divmod(batch_size, jax.process_count())
   if remainder:
     raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
   dataset = stage_tasks.get_stage_dataset(
-    task, model.layout, split=split, batch_size=per_host, seed=seed, shuffle=shuffle,
-    num_epochs=num_epochs, shard_id=jax.process_index(), num_shards=jax.process_count(),
+    task,
+    model.layout,
+    split=split,
+    batch_size=per_host,
+    seed=seed,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    shard_id=jax.process_index(),
+    num_shards=jax.process_count(),
     skip_batches=skip_batches,
   )
   return dataset.as_numpy_iterator()
@@ -88,9 +104,11 @@ class _Throughput:
 
 
 def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> str:
-  line = (f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  acc {scalars['accuracy']:.3f}  "
-          f"{scalars['tokens_per_s']:,.0f} tok/s  {scalars['step_time_s']:.3f} s/step  "
-          f"lr {scalars.get('learning_rate', float('nan')):.2e}  gnorm {scalars['grad_norm']:.3f}")
+  line = (
+    f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  acc {scalars['accuracy']:.3f}  "
+    f"{scalars['tokens_per_s']:,.0f} tok/s  {scalars['step_time_s']:.3f} s/step  "
+    f"lr {scalars.get('learning_rate', float('nan')):.2e}  gnorm {scalars['grad_norm']:.3f}"
+  )
   if "mfu" in scalars:
     line += f"  mfu {100 * scalars['mfu']:.1f}%"
   return line
@@ -164,21 +182,32 @@ def train(
   """
   partitioner = partitioner or Partitioner()
   trainer = Trainer(
-    model, make_optimizer(optimizer), partitioner, batch_size=batch_size,
-    num_microbatches=num_microbatches, learning_rate_fn=make_schedule(optimizer),
+    model,
+    make_optimizer(optimizer),
+    partitioner,
+    batch_size=batch_size,
+    num_microbatches=num_microbatches,
+    learning_rate_fn=make_schedule(optimizer),
   )
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(model_dir, just_logging=not is_chief)
-  with Checkpointer(os.path.join(model_dir, "checkpoints"), checkpoint,
-                    metadata=model_metadata(model)) as checkpointer:
+  with Checkpointer(
+    os.path.join(model_dir, "checkpoints"), checkpoint, metadata=model_metadata(model)
+  ) as checkpointer:
     state, data_batches = _restore_or_init(trainer, checkpointer, seed)
     start = int(state.step)
     if is_chief and start == 0:
-      writer.write_hparams({"num_params": model.num_params(), "batch_size": batch_size,
-                            "num_devices": jax.device_count()})
+      writer.write_hparams(
+        {
+          "num_params": model.num_params(),
+          "batch_size": batch_size,
+          "num_devices": jax.device_count(),
+        }
+      )
     batches = _batches(task, model, train_split, batch_size, data_seed, data_batches)
-    loop = _TrainLoop(trainer, checkpointer, writer, batches, num_steps, log_every_steps,
-                      max_nonfinite_steps)
+    loop = _TrainLoop(
+      trainer, checkpointer, writer, batches, num_steps, log_every_steps, max_nonfinite_steps
+    )
     state, scalars = loop.run(state, data_batches)
     if eval_split and (eval_every_steps or num_steps > start):
       scalars.update(_eval_scalars(trainer, state, task, eval_split, eval_batches, data_seed))
@@ -215,8 +244,10 @@ class _TrainLoop:
         scalars = self._log(step, metrics)
         nonfinite_run = nonfinite_run + 1 if scalars["nonfinite"] else 0
         if nonfinite_run * self.log_every >= self.max_nonfinite:
-          raise NonFiniteLossError(f"Loss was not finite at step {step} and before; the last "
-                                   f"good parameters are in {self.checkpointer.directory}.")
+          raise NonFiniteLossError(
+            f"Loss was not finite at step {step} and before; the last "
+            f"good parameters are in {self.checkpointer.directory}."
+          )
       if step == self.num_steps or self.checkpointer.should_save(step):
         self.checkpointer.save(step, state, {"data_batches": data_batches}, force=True)
       if self.checkpointer.preempted:
@@ -229,8 +260,9 @@ class _TrainLoop:
     try:
       return next(self.batches)
     except StopIteration:
-      raise ValueError(f"The training data ran out at step {step}; use a repeating split "
-                       "or fewer steps.") from None
+      raise ValueError(
+        f"The training data ran out at step {step}; use a repeating split or fewer steps."
+      ) from None
 
   def _log(self, step: int, metrics: Mapping[str, jax.Array]) -> dict[str, float]:
     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}

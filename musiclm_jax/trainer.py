@@ -82,8 +82,9 @@ class Trainer:
     learning_rate_fn: optax.Schedule | None = None,
   ):
     if batch_size % num_microbatches:
-      raise ValueError(f"batch_size {batch_size} is not divisible by num_microbatches "
-                       f"{num_microbatches}.")
+      raise ValueError(
+        f"batch_size {batch_size} is not divisible by num_microbatches {num_microbatches}."
+      )
     micro = batch_size // num_microbatches
     if micro % partitioner.data_parallel_size:
       raise ValueError(
@@ -165,12 +166,14 @@ class Trainer:
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     zero_metrics = jax.tree.map(
       lambda s: jnp.zeros(s.shape, s.dtype),
-      jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro_batches), rng,
-                                     normalizer)[0][1]),
+      jax.eval_shape(
+        lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro_batches), rng, normalizer)[0][1]
+      ),
     )
     indices = jnp.arange(self.num_microbatches)
-    (grads, metrics), _ = jax.lax.scan(accumulate, (zero_grads, zero_metrics),
-                                       (indices, micro_batches))
+    (grads, metrics), _ = jax.lax.scan(
+      accumulate, (zero_grads, zero_metrics), (indices, micro_batches)
+    )
     return grads, metrics
 
   def apply_grads(

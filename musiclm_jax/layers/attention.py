@@ -145,12 +145,18 @@ class SelfAttention(nn.Module):
     """
     initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable(
-      "cache", "cached_key", nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES), key.shape,
+      "cache",
+      "cached_key",
+      nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
+      key.shape,
       key.dtype,
     )
     cached_value = self.variable(
-      "cache", "cached_value", nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
-      value.shape, value.dtype,
+      "cache",
+      "cached_value",
+      nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
+      value.shape,
+      value.dtype,
     )
     if not initialized:
       return key, value

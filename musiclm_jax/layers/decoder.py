@@ -62,9 +62,9 @@ class DecoderLayer(nn.Module):
     dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
     norm = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     h = RMSNorm(name="pre_attention_norm", **norm)(x)
-    h = SelfAttention(
-      cfg, self.deterministic, self.decode, self.prefill, name="self_attention"
-    )(h, bias, mask, decode_position)
+    h = SelfAttention(cfg, self.deterministic, self.decode, self.prefill, name="self_attention")(
+      h, bias, mask, decode_position
+    )
     x = x + dropout(h, deterministic=self.deterministic)
     h = RMSNorm(name="pre_mlp_norm", **norm)(x)
     h = GatedMlp(cfg, self.deterministic, name="mlp")(h)

@@ -43,7 +43,9 @@ class Projection(nn.Module):
       out_axis=tuple(range(self.num_contract, len(shape))),
     )
     kernel = self.param(
-      "kernel", nn.with_logical_partitioning(init, tuple(self.kernel_axes)), shape,
+      "kernel",
+      nn.with_logical_partitioning(init, tuple(self.kernel_axes)),
+      shape,
       self.param_dtype,
     )
     x_axes = tuple(range(x.ndim - self.num_contract, x.ndim))

@@ -41,7 +41,7 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]
     elif arg.startswith("--gin_bindings="):
       bindings.append(arg.split("=", 1)[1])
     elif arg.startswith("--gin."):
-      key, sep, value = arg[len("--gin."):].partition("=")
+      key, sep, value = arg[len("--gin.") :].partition("=")
       if not sep:
         raise GinConfigError(f"{arg!r}: expected --gin.KEY=VALUE.")
       bindings.append(f"{key} = {value}")
@@ -50,8 +50,9 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]
   return files, bindings, rest
 
 
-def parse(gin_files: Sequence[str], bindings: Sequence[str],
-          search_paths: Sequence[str] = ()) -> None:
+def parse(
+  gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()
+) -> None:
   """Parses files then bindings (not finalized: verbs may add their own bindings).
 
   Raises:
@@ -67,8 +68,9 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str],
       list(gin_files), list(bindings), finalize_config=False, skip_unknown=False
     )
   except (ValueError, SyntaxError, OSError, ImportError, TypeError) as e:
-    raise GinConfigError(f"Bad gin configuration: {e}\n(files: {list(gin_files)}; "
-                         f"bindings: {list(bindings)})") from None
+    raise GinConfigError(
+      f"Bad gin configuration: {e}\n(files: {list(gin_files)}; bindings: {list(bindings)})"
+    ) from None
 
 
 def bind(lines: str) -> None:
@@ -91,9 +93,11 @@ def macro(name: str, default: Any = gin.REQUIRED) -> Any:
     if default is gin.REQUIRED:
       raise GinConfigError(f"Macro {name} is not defined by the gin files given.") from None
     return default
-  bind(f"from __gin__ import dynamic_registration\n"
-       f"from musiclm_jax.main import gin_utils\n"
-       f"gin_utils._identity.value = %{name}")
+  bind(
+    f"from __gin__ import dynamic_registration\n"
+    f"from musiclm_jax.main import gin_utils\n"
+    f"gin_utils._identity.value = %{name}"
+  )
   return configured(_identity)()
 
 

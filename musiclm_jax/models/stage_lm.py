@@ -215,7 +215,9 @@ class StageLM:
       allowed_id_ranges=jnp.asarray(self.layout.target_id_ranges(), jnp.int32),
     )
 
-  def full_sequence_logits(self, params: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+  def full_sequence_logits(
+    self, params: PyTree, inputs: jax.Array, targets: jax.Array
+  ) -> jax.Array:
     """Logits predicting every target, from one full (uncached) forward pass.
 
     Args:
@@ -231,13 +233,17 @@ class StageLM:
     return logits[:, self.layout.inputs_length :]
 
 
-def train_flops_per_token(config: TransformerConfig, vocab_size: int, sequence_length: int) -> float:
+def train_flops_per_token(
+  config: TransformerConfig, vocab_size: int, sequence_length: int
+) -> float:
   """Model FLOPs of one training token (forward + backward), PaLM appendix B convention.
 
   6 × (matmul parameters) + 12 × layers × heads × head_dim × sequence_length; the attention term
   counts the full (unmasked) score matrix, as MFU figures in the literature do.
   """
-  per_layer = 4 * config.d_model * config.num_heads * config.head_dim + 3 * config.d_model * config.d_ff
+  per_layer = (
+    4 * config.d_model * config.num_heads * config.head_dim + 3 * config.d_model * config.d_ff
+  )
   matmul_params = config.num_layers * per_layer + config.d_model * vocab_size
   attention = 12 * config.num_layers * config.num_heads * config.head_dim * sequence_length
   return 6.0 * matmul_params + attention

@@ -72,8 +72,9 @@ def _mask_range(logits: np.ndarray, ranges: np.ndarray | None, i: int) -> np.nda
   return np.where((ids >= lo) & (ids < hi), logits, -np.inf)
 
 
-def reference_greedy(first_logits, cache, model, n, *, eos_id=None, forced=None, mask=None,
-                     ranges=None):  # fmt: skip
+def reference_greedy(
+  first_logits, cache, model, n, *, eos_id=None, forced=None, mask=None, ranges=None
+):
   """Step-by-step Python loop: argmax, forcing, EOS; returns (tokens, lengths)."""
   logits = np.asarray(first_logits)
   batch = logits.shape[0]

@@ -1,0 +1,155 @@
+"""Speed benchmarks behind `musiclm-jax bench`: training throughput and decoding speed.
+
+Decoding is measured both ways in one process: with the KV cache (prefill once, then one token
+per step inside `lax.while_loop`) and by full recomputation (the whole sequence through the model
+for every new token), so the ratio is measured on the same machine at the same moment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from musiclm_jax import hardware
+from musiclm_jax.decoding import sampling
+from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
+from musiclm_jax.optimizers import OptimizerConfig, make_optimizer
+from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.trainer import Trainer
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> float:
+  """Median wall seconds of `fn()` (blocked until ready) after one warm-up call."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2]
+
+
+def bench_train(
+  model: StageLM,
+  partitioner: Partitioner,
+  *,
+  batch_size: int,
+  num_steps: int = 10,
+  optimizer: OptimizerConfig = OptimizerConfig(),
+) -> dict[str, float]:
+  """Train-step time, tokens/s and (where the device's peak is known) MFU."""
+  trainer = Trainer(model, make_optimizer(optimizer), partitioner, batch_size=batch_size)
+  state = trainer.init_state(0)
+  key = jax.random.key(0)
+  tokens = jax.random.randint(key, (batch_size, model.sequence_length), 2, model.layout.vocab_size)
+  batch = dict(
+    model.dummy_batch(batch_size),
+    decoder_target_tokens=tokens,
+    decoder_input_tokens=jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1],
+    decoder_loss_weights=jnp.ones_like(tokens),
+  )
+  batch = partitioner.shard_batch(jax.device_get(batch))
+  state, _ = trainer.train_step(state, batch)  # compile
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(num_steps):
+    state, metrics = trainer.train_step(state, batch)
+  jax.block_until_ready(metrics)
+  step_time = (time.perf_counter() - start) / num_steps
+  tokens_per_step = batch_size * model.sequence_length
+  out = {
+    "batch_size": batch_size,
+    "sequence_length": model.sequence_length,
+    "num_params": model.num_params(),
+    "step_time_s": step_time,
+    "tokens_per_s": tokens_per_step / step_time,
+  }
+  peak = hardware.peak_flops()
+  if peak:
+    flops = tokens_per_step * train_flops_per_token(
+      model.config, model.vocab_size, model.sequence_length
+    )
+    out["mfu"] = flops / step_time / (peak * jax.device_count())
+  return out
+
+
+def _cached_decoder(model: StageLM, context: int, new_tokens: int):
+  """jit(params, prompt, rng) -> tokens: prefill `context` tokens, sample `new_tokens`."""
+
+  def run(params, prompt, rng):
+    cache = model.init_cache(prompt.shape[0], context + new_tokens)
+    logits, variables = model.module.apply(
+      {"params": params, "cache": cache},
+      prompt,
+      jnp.ones_like(prompt),
+      prefill=True,
+      mutable=["cache"],
+    )
+
+    def tokens_to_logits(tokens, cache):
+      step_logits, new_vars = model.module.apply(
+        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
+      )
+      return step_logits[:, 0], new_vars["cache"]
+
+    return sampling.temperature_sample(
+      logits[:, -1], variables["cache"], tokens_to_logits, rng, new_tokens
+    ).tokens
+
+  return jax.jit(run)
+
+
+def _uncached_decoder(model: StageLM, context: int, new_tokens: int):
+  """jit(params, prompt, rng) -> tokens: every step reruns the whole [batch, context+new] buffer."""
+  total = context + new_tokens
+
+  def run(params, prompt, rng):
+    buffer = jnp.pad(prompt, ((0, 0), (0, new_tokens)))
+    prefix = jnp.broadcast_to(jnp.arange(total) < context, buffer.shape).astype(jnp.int32)
+
+    def step(i, buffer):
+      logits = model.module.apply({"params": params}, buffer, prefix)
+      position = context + i - 1
+      next_logits = jax.lax.dynamic_index_in_dim(logits, position, axis=1, keepdims=False)
+      token, _ = sampling.sample_logits(next_logits, jax.random.fold_in(rng, i))
+      return buffer.at[:, context + i].set(token)
+
+    return jax.lax.fori_loop(0, new_tokens, step, buffer)[:, context:]
+
+  return jax.jit(run)
+
+
+def bench_decode(
+  model: StageLM,
+  *,
+  batch_sizes: Sequence[int],
+  context_lengths: Sequence[int],
+  new_tokens: int = 32,
+  uncached_max_context: int = 2048,
+  repeats: int = 3,
+) -> list[dict[str, float]]:
+  """Decode tokens/s with and without the KV cache for each (batch, context)."""
+  params = jax.jit(lambda r: model.get_initial_variables(r)["params"])(jax.random.key(0))
+  params = jax.tree.map(
+    lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
+  )
+  rows = []
+  for context in context_lengths:
+    cached = _cached_decoder(model, context, new_tokens)
+    uncached = _uncached_decoder(model, context, new_tokens)
+    for batch in batch_sizes:
+      prompt = jax.random.randint(jax.random.key(1), (batch, context), 2, model.layout.vocab_size)
+      rng = jax.random.key(2)
+      row = {"batch_size": batch, "context": context, "new_tokens": new_tokens}
+      seconds = _timed(lambda: cached(params, prompt, rng), repeats)
+      row["cached_tokens_per_s"] = batch * new_tokens / seconds
+      if context <= uncached_max_context:
+        seconds = _timed(lambda: uncached(params, prompt, rng), max(1, repeats // 2))
+        row["uncached_tokens_per_s"] = batch * new_tokens / seconds
+        row["speedup"] = row["cached_tokens_per_s"] / row["uncached_tokens_per_s"]
+      rows.append(row)
+  return rows

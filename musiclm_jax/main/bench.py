@@ -1,0 +1,73 @@
+"""`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`: speed figures for BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import jax
+
+from musiclm_jax import benchmarks, optimizers, partitioning
+from musiclm_jax.main import gin_utils
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in text.split(",") if x]
+
+
+def _print_rows(rows: list[dict]) -> None:
+  keys = list(rows[0])
+  print("| " + " | ".join(keys) + " |")
+  print("|" + "---|" * len(keys))
+  for row in rows:
+    cells = [
+      f"{row.get(k, float('nan')):,.1f}" if isinstance(row.get(k), float) else str(row.get(k, ""))
+      for k in keys
+    ]
+    print("| " + " | ".join(cells) + " |")
+
+
+def main(argv: Sequence[str]) -> int:
+  gin_files, bindings, rest = gin_utils.split_gin_args(argv)
+  parser = argparse.ArgumentParser(prog="musiclm-jax bench")
+  parser.add_argument("what", choices=["train", "decode"])
+  parser.add_argument("--batch_size", type=int, default=8, help="train")
+  parser.add_argument("--num_steps", type=int, default=10, help="train")
+  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode")
+  parser.add_argument("--context_lengths", type=_ints, default=[128, 512, 2048], help="decode")
+  parser.add_argument("--new_tokens", type=int, default=32, help="decode")
+  parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
+  parser.add_argument("--out", help="write the results as JSON here")
+  parser.add_argument("--gin_search_path", action="append", default=[])
+  args = parser.parse_args(rest)
+  gin_utils.parse(gin_files, bindings, args.gin_search_path)
+  model = gin_utils.macro("MODEL")
+  print(
+    f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; model {model.name}, "
+    f"{model.num_params() / 1e6:.2f}M params"
+  )
+  if args.what == "train":
+    partitioner = gin_utils.configured(partitioning.Partitioner)()
+    rows = [
+      benchmarks.bench_train(
+        model,
+        partitioner,
+        batch_size=args.batch_size,
+        num_steps=args.num_steps,
+        optimizer=gin_utils.configured(optimizers.OptimizerConfig)(),
+      )
+    ]
+  else:
+    rows = benchmarks.bench_decode(
+      model,
+      batch_sizes=args.batch_sizes,
+      context_lengths=args.context_lengths,
+      new_tokens=args.new_tokens,
+      uncached_max_context=args.uncached_max_context,
+    )
+  _print_rows(rows)
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=2)
+  return 0

@@ -1,0 +1,51 @@
+"""`musiclm-jax compile --gin_file=MODEL.gin --gin_file=MESH.gin --topology=v5e:4x4`.
+
+Compiles the train step for a TPU slice on this (CPU) host and prints parameter count, per-chip
+memory and FLOPs per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from musiclm_jax import aot, optimizers, partitioning
+from musiclm_jax.main import gin_utils
+
+
+def main(argv: Sequence[str]) -> int:
+  gin_files, bindings, rest = gin_utils.split_gin_args(argv)
+  parser = argparse.ArgumentParser(prog="musiclm-jax compile")
+  parser.add_argument("--topology", required=True, help="TPU topology, e.g. v5e:4x4 or v4:2x2x4")
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--num_microbatches", type=int, default=1)
+  parser.add_argument("--out", help="also write the report as JSON here")
+  parser.add_argument("--gin_search_path", action="append", default=[])
+  args = parser.parse_args(rest)
+  gin_utils.parse(gin_files, bindings, args.gin_search_path)
+  model = gin_utils.macro("MODEL")
+  mesh_config = gin_utils.configured(partitioning.MeshConfig)()
+  partitioner = aot.partitioner_for_topology(args.topology, mesh_config)
+  report = aot.compile_train_step(
+    model,
+    partitioner,
+    batch_size=args.batch_size,
+    num_microbatches=args.num_microbatches,
+    optimizer=gin_utils.configured(optimizers.OptimizerConfig)(),
+    topology=args.topology,
+  )
+  print(report.summary())
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(
+        {
+          **dataclasses.asdict(report),
+          "peak_bytes_per_device": report.peak_bytes_per_device,
+          "fits": report.fits,
+        },
+        f,
+        indent=2,
+      )
+  return 0
