@@ -214,9 +214,22 @@ def train(
       writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
   writer.flush()
   if is_chief:
-    with open(os.path.join(model_dir, "final_metrics.json"), "w") as f:
-      json.dump({"step": int(state.step), **scalars}, f, indent=2)
+    scalars = _write_final_metrics(model_dir, int(state.step), scalars)
   return scalars
+
+
+def _write_final_metrics(model_dir: str, step: int, scalars: dict[str, float]) -> dict[str, float]:
+  """Updates final_metrics.json; a resumed job with nothing left to train keeps the old ones."""
+  path = os.path.join(model_dir, "final_metrics.json")
+  previous = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+  merged = {**previous, **scalars, "step": step}
+  with open(path + ".tmp", "w") as f:
+    json.dump(merged, f, indent=2)
+  os.replace(path + ".tmp", path)  # atomic: a kill never leaves half a file
+  return {k: v for k, v in merged.items() if k != "step"}
 
 
 def _eval_scalars(trainer, state, task, split, num_batches, seed) -> dict[str, float]:
