@@ -31,7 +31,9 @@ def prefix_lm_mask(
   Args:
     causal_attention: [batch, length] 1 on prefix positions (full attention among them), or
       None for a purely causal LM.
-    valid: [batch, length] True on real tokens (False: padding, never attended), or None.
+    valid: [batch, length] True where the *key* is a real token (False: padding, never attended
+      to), or None. Queries are not masked: a real target right after padding must still see
+      its context; padded queries carry no loss weight.
     length: sequence length.
   Returns:
     [batch or 1, 1, length, length] bool, True where query may attend key.
@@ -43,7 +45,7 @@ def prefix_lm_mask(
     mask = mask | (prefix[:, None, :, None] & prefix[:, None, None, :])
   if valid is not None:
     valid = valid.astype(bool)
-    mask = mask & valid[:, None, :, None] & valid[:, None, None, :]
+    mask = mask & valid[:, None, None, :]
   return mask
 
 
@@ -107,7 +109,7 @@ class Decoder(nn.Module):
     Args:
       decoder_input_tokens: [batch, length] int32 (targets shifted right, 0 = BOS/pad).
       decoder_causal_attention: [batch, length] 1 on the prefix (see `prefix_lm_mask`).
-      valid: [batch, length] bool, False on padding positions.
+      valid: [batch, length] bool, False where the input token is padding (keys masked).
       enable_dropout: training mode.
       decode: one token per call at the cache position (length must be 1 after init).
       prefill: run the whole prompt and fill the cache from position 0.

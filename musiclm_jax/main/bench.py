@@ -38,6 +38,7 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--context_lengths", type=_ints, default=[128, 512, 2048], help="decode")
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
+  parser.add_argument("--repeats", type=int, default=3, help="decode: timed runs (median)")
   parser.add_argument("--out", help="write the results as JSON here")
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
@@ -65,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
       context_lengths=args.context_lengths,
       new_tokens=args.new_tokens,
       uncached_max_context=args.uncached_max_context,
+      repeats=args.repeats,
     )
   _print_rows(rows)
   if args.out:

@@ -20,7 +20,7 @@ from musiclm_jax.decoding import sampling
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.decoder import Decoder
 from musiclm_jax.models import losses
-from musiclm_jax.models.stages import StageLayout
+from musiclm_jax.models.stages import PAD_ID, StageLayout
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -92,11 +92,14 @@ class StageLM:
 
   def _logits(self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None) -> jax.Array:
     rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+    inputs = batch["decoder_input_tokens"]
+    # Keys are input tokens: PAD marks padding, except the BOS (also id 0) at position 0.
+    valid_keys = (inputs != PAD_ID) | (jnp.arange(inputs.shape[1]) == 0)[None, :]
     return self.module.apply(
       {"params": params},
-      batch["decoder_input_tokens"],
+      inputs,
       batch["decoder_causal_attention"],
-      batch["decoder_target_tokens"] > 0,
+      valid_keys,
       enable_dropout=dropout_rng is not None,
       rngs=rngs,
     )
