@@ -186,7 +186,8 @@ def _numpy_prefix_lm_mask(causal: np.ndarray, valid: np.ndarray) -> np.ndarray:
     for q in range(length):
       for k in range(length):
         allowed = k <= q or (causal[b, q] and causal[b, k])
-        mask[b, 0, q, k] = allowed and valid[b, q] and valid[b, k]
+        # Only keys are masked: a real query right after padding still sees its context.
+        mask[b, 0, q, k] = allowed and valid[b, k]
   return mask
 
 

@@ -86,7 +86,10 @@ def _predict(stage: str, sampling_config: SamplingConfig, seed: int, forced: boo
   if forced:
     kwargs = dict(forced_targets=_targets(stage), forced_mask=_forced_mask(stage))
   return predict(
-    _params(stage), _inputs(stage), jax.random.key(seed), sampling_config=sampling_config,
+    _params(stage),
+    _inputs(stage),
+    jax.random.key(seed),
+    sampling_config=sampling_config,
     **kwargs,
   )
 
@@ -232,8 +235,9 @@ def test_loss_normalizer_divides_the_summed_loss():
   loss, metrics = model.loss_fn(_params(stage), batch, None)
   scaled, _ = model.loss_fn(_params(stage), batch, None, loss_normalizer=7.0)
   np.testing.assert_allclose(float(scaled), float(metrics["loss_sum"]) / 7.0, rtol=1e-6)
-  np.testing.assert_allclose(float(loss), float(metrics["loss_sum"] / metrics["weight_sum"]),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    float(loss), float(metrics["loss_sum"] / metrics["weight_sum"]), rtol=1e-6
+  )
 
 
 def test_z_loss_is_added_to_the_loss_and_reported():
@@ -249,13 +253,6 @@ def test_z_loss_is_added_to_the_loss_and_reported():
   )
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="StageLM._logits derives `valid` from decoder_target_tokens > 0, but the key at "
-  "position j is the *input* token j (= target j-1). With PAD in the middle of a sequence (the "
-  "'pad' short-clip policy pads the coarse/fine inputs), the last real input token before the "
-  "PAD run is masked out as a key, so no target can see it.",
-)
 def test_every_real_input_token_conditions_the_targets_when_inputs_are_padded():
   stage = "coarse"
   model, layout = _model(stage), LAYOUTS[stage]
