@@ -7,6 +7,7 @@ for every new token), so the ratio is measured on the same machine at the same m
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,7 +48,7 @@ def bench_train(
   key = jax.random.key(0)
   tokens = jax.random.randint(key, (batch_size, model.sequence_length), 2, model.layout.vocab_size)
   batch = dict(
-    model.dummy_batch(batch_size),
+    model.zeros_batch(batch_size),
     decoder_target_tokens=tokens,
     decoder_input_tokens=jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1],
     decoder_loss_weights=jnp.ones_like(tokens),
@@ -81,24 +82,9 @@ def _cached_decoder(model: StageLM, context: int, new_tokens: int):
   """jit(params, prompt, rng) -> tokens: prefill `context` tokens, sample `new_tokens`."""
 
   def run(params, prompt, rng):
-    cache = model.init_cache(prompt.shape[0], context + new_tokens)
-    logits, variables = model.module.apply(
-      {"params": params, "cache": cache},
-      prompt,
-      jnp.ones_like(prompt),
-      prefill=True,
-      mutable=["cache"],
-    )
-
-    def tokens_to_logits(tokens, cache):
-      step_logits, new_vars = model.module.apply(
-        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
-      )
-      return step_logits[:, 0], new_vars["cache"]
-
-    return sampling.temperature_sample(
-      logits[:, -1], variables["cache"], tokens_to_logits, rng, new_tokens
-    ).tokens
+    logits, cache = model.prefill(params, prompt, context + new_tokens)
+    tokens_to_logits = model.tokens_to_logits_fn(params)
+    return sampling.temperature_sample(logits, cache, tokens_to_logits, rng, new_tokens).tokens
 
   return jax.jit(run)
 
@@ -145,10 +131,10 @@ def bench_decode(
       prompt = jax.random.randint(jax.random.key(1), (batch, context), 2, model.layout.vocab_size)
       rng = jax.random.key(2)
       row = {"batch_size": batch, "context": context, "new_tokens": new_tokens}
-      seconds = _timed(lambda: cached(params, prompt, rng), repeats)
+      seconds = _timed(functools.partial(cached, params, prompt, rng), repeats)
       row["cached_tokens_per_s"] = batch * new_tokens / seconds
       if context <= uncached_max_context:
-        seconds = _timed(lambda: uncached(params, prompt, rng), max(1, repeats // 2))
+        seconds = _timed(functools.partial(uncached, params, prompt, rng), max(1, repeats // 2))
         row["uncached_tokens_per_s"] = batch * new_tokens / seconds
         row["speedup"] = row["cached_tokens_per_s"] / row["uncached_tokens_per_s"]
       rows.append(row)

@@ -3,7 +3,7 @@
 The trainer compiles; the loop in `train_job.py` drives it. A model is anything with
 `get_initial_variables(rng, batch_size)`, `loss_fn(params, batch, dropout_rng, loss_normalizer)`
 returning (loss, summed metrics: loss_sum, z_loss_sum, correct_sum, weight_sum) and
-`dummy_batch(batch_size)`.
+`zeros_batch(batch_size)`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class TrainableModel(Protocol):
     self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None, loss_normalizer=None
   ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
 
-  def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]: ...
+  def zeros_batch(self, batch_size: int) -> dict[str, jax.Array]: ...
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -102,7 +102,7 @@ class Trainer:
       self._init_state, jax.random.key_data(jax.random.key(0))
     )
     self.batch_shardings = jax.tree.map(
-      lambda x: partitioner.batch_sharding(x.ndim), model.dummy_batch(batch_size)
+      lambda x: partitioner.batch_sharding(x.ndim), model.zeros_batch(batch_size)
     )
     self._train_step = jax.jit(
       self._train_step_impl,
@@ -225,7 +225,7 @@ class Trainer:
     """The lowered train step on abstract inputs (AOT compile, FLOP counts)."""
     abstract_batch = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      self.model.dummy_batch(self.batch_size),
+      self.model.zeros_batch(self.batch_size),
       self.batch_shardings,
     )
     with self.partitioner.activate():

@@ -94,7 +94,10 @@ def test_make_mesh_uses_given_devices():
 @pytest.mark.parametrize(
   "rules, message",
   [
-    (((axes.BATCH, "bogus"),), r"Rule 'activation_batch' -> 'bogus' names unknown mesh axis 'bogus'"),
+    (
+      ((axes.BATCH, "bogus"),),
+      r"Rule 'activation_batch' -> 'bogus' names unknown mesh axis 'bogus'",
+    ),
     (((axes.EMBED, ("fsdp", "model")),), r"unknown mesh axis 'model'"),
   ],
 )

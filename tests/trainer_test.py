@@ -58,8 +58,8 @@ class ScaledLossLM(StageLM):
   The factor is a batch feature [batch, 1]; its mean over the batch is used.
   """
 
-  def dummy_batch(self, batch_size):
-    return {**super().dummy_batch(batch_size), "loss_scale": jnp.ones((batch_size, 1))}
+  def zeros_batch(self, batch_size):
+    return {**super().zeros_batch(batch_size), "loss_scale": jnp.ones((batch_size, 1))}
 
   def loss_fn(self, params, batch, dropout_rng, loss_normalizer=None):
     batch = dict(batch)

@@ -72,7 +72,7 @@ class StageLM:
   def num_params(self) -> int:
     return self.config.num_params(self.vocab_size)
 
-  def dummy_batch(self, batch_size: int) -> dict[str, jax.Array]:
+  def zeros_batch(self, batch_size: int) -> dict[str, jax.Array]:
     """Zero model features of the right shapes (init, AOT compiles, benchmarks)."""
     shape = (batch_size, self.sequence_length)
     return {
@@ -160,6 +160,38 @@ class StageLM:
     """[batch, inputs_length] stage input ids -> decoder prompt [batch, inputs_length + 1] (BOS first)."""
     return jnp.pad(inputs, ((0, 0), (1, 0)))
 
+  def prefill(
+    self, params: PyTree, prompt: jax.Array, cache_length: int | None = None
+  ) -> tuple[jax.Array, PyTree]:
+    """Runs a whole prompt in one pass (full attention inside it) into a fresh KV cache.
+
+    Args:
+      prompt: [batch, prompt_length] decoder input ids (BOS first).
+      cache_length: cache capacity (default: the stage's full sequence).
+    Returns:
+      (logits predicting the token after the prompt [batch, vocab], filled cache).
+    """
+    cache = self.init_cache(prompt.shape[0], cache_length)
+    logits, variables = self.module.apply(
+      {"params": params, "cache": cache},
+      prompt,
+      jnp.ones_like(prompt),
+      prefill=True,
+      mutable=["cache"],
+    )
+    return logits[:, -1], variables["cache"]
+
+  def tokens_to_logits_fn(self, params: PyTree) -> sampling.TokensToLogits:
+    """The sampler's callback: one token per call through the KV cache."""
+
+    def tokens_to_logits(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
+      step_logits, new_vars = self.module.apply(
+        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
+      )
+      return step_logits[:, 0], new_vars["cache"]
+
+    return tokens_to_logits
+
   def predict_batch(
     self,
     params: PyTree,
@@ -187,27 +219,11 @@ class StageLM:
       SamplingOutput with tokens [batch, targets_length].
     """
     cfg = sampling_config or self.sampling_config
-    batch_size = inputs.shape[0]
-    prompt = self.prompt_tokens(inputs)
-    cache = self.init_cache(batch_size)
-    logits, variables = self.module.apply(
-      {"params": params, "cache": cache},
-      prompt,
-      jnp.ones_like(prompt),
-      prefill=True,
-      mutable=["cache"],
-    )
-
-    def tokens_to_logits(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
-      step_logits, new_vars = self.module.apply(
-        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
-      )
-      return step_logits[:, 0], new_vars["cache"]
-
+    last_logits, cache = self.prefill(params, self.prompt_tokens(inputs))
     return sampling.temperature_sample(
-      logits[:, -1],
-      variables["cache"],
-      tokens_to_logits,
+      last_logits,
+      cache,
+      self.tokens_to_logits_fn(params),
       rng,
       self.layout.targets_length,
       temperature=cfg.temperature,

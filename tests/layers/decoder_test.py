@@ -6,6 +6,7 @@ prefill and per-step relative position bias all have to agree with the training 
 
 import dataclasses
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

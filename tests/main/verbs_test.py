@@ -29,9 +29,16 @@ def test_num_params_formula_matches_initialised_tiny_model():
 @pytest.mark.slow
 def test_compile_verb_reports_memory_for_a_tpu_topology(tmp_path, capsys):
   out = tmp_path / "report.json"
-  code = cli.main(["compile", "--gin_file=gin/models/semantic/tiny.gin",
-                   "--gin_file=gin/mesh/data_parallel.gin", "--topology=v5e:2x2",
-                   "--batch_size=8", f"--out={out}"])
+  code = cli.main(
+    [
+      "compile",
+      "--gin_file=gin/models/semantic/tiny.gin",
+      "--gin_file=gin/mesh/data_parallel.gin",
+      "--topology=v5e:2x2",
+      "--batch_size=8",
+      f"--out={out}",
+    ]
+  )
   assert code == 0
   report = json.loads(out.read_text())
   assert report["num_devices"] == 4 and report["device_kind"].startswith("TPU v5")
@@ -48,9 +55,18 @@ def test_compile_verb_rejects_an_unknown_topology(capsys):
 
 def test_bench_decode_measures_cached_and_uncached(tmp_path):
   out = tmp_path / "decode.json"
-  code = cli.main(["bench", "decode", "--gin_file=gin/models/semantic/tiny.gin",
-                   "--batch_sizes=2", "--context_lengths=16,64", "--new_tokens=4",
-                   "--uncached_max_context=16", f"--out={out}"])
+  code = cli.main(
+    [
+      "bench",
+      "decode",
+      "--gin_file=gin/models/semantic/tiny.gin",
+      "--batch_sizes=2",
+      "--context_lengths=16,64",
+      "--new_tokens=4",
+      "--uncached_max_context=16",
+      f"--out={out}",
+    ]
+  )
   assert code == 0
   rows = json.loads(out.read_text())["rows"]
   assert [r["context"] for r in rows] == [16, 64]
@@ -60,9 +76,17 @@ def test_bench_decode_measures_cached_and_uncached(tmp_path):
 
 def test_bench_train_reports_throughput(tmp_path):
   out = tmp_path / "train.json"
-  code = cli.main(["bench", "train", "--gin_file=gin/models/fine/tiny.gin",
-                   "--gin_file=gin/mesh/cpu8.gin", "--batch_size=8", "--num_steps=2",
-                   f"--out={out}"])
+  code = cli.main(
+    [
+      "bench",
+      "train",
+      "--gin_file=gin/models/fine/tiny.gin",
+      "--gin_file=gin/mesh/cpu8.gin",
+      "--batch_size=8",
+      "--num_steps=2",
+      f"--out={out}",
+    ]
+  )
   assert code == 0
   (row,) = json.loads(out.read_text())["rows"]
   assert row["tokens_per_s"] > 0 and row["step_time_s"] > 0
