@@ -122,6 +122,7 @@ def _assert_trees_close(actual, expected, atol):
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, atol=atol, rtol=0), actual, expected)
 
 
+@pytest.mark.slow
 def test_sharded_train_steps_equal_unsharded_ones_with_dropout():
   """data=2 × fsdp=2 × tensor=2 gives the single-device result; dropout masks included."""
   batches = _batches(3)

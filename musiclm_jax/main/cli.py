@@ -56,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if verb not in VERBS:
     print(f"musiclm-jax: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
     return 2
+  from musiclm_jax.checkpoints import CheckpointMismatchError
   from musiclm_jax.main.gin_utils import GinConfigError
 
   try:
     return VERBS[verb](rest) or 0
-  except GinConfigError as e:
+  except (GinConfigError, CheckpointMismatchError) as e:
     print(f"musiclm-jax {verb}: {e}", file=sys.stderr)
     return 2
 

@@ -7,6 +7,7 @@ Library code never imports gin; gin files bind plain Python through
 from __future__ import annotations
 
 import os
+import tokenize
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def parse(
     gin.parse_config_files_and_bindings(
       list(gin_files), list(bindings), finalize_config=False, skip_unknown=False
     )
-  except (ValueError, SyntaxError, OSError, ImportError, TypeError) as e:
+  except (ValueError, SyntaxError, OSError, ImportError, TypeError, tokenize.TokenError) as e:
     raise GinConfigError(
       f"Bad gin configuration: {e}\n(files: {list(gin_files)}; bindings: {list(bindings)})"
     ) from None
@@ -98,7 +99,13 @@ def macro(name: str, default: Any = gin.REQUIRED) -> Any:
     f"from musiclm_jax.main import gin_utils\n"
     f"gin_utils._identity.value = %{name}"
   )
-  return configured(_identity)()
+  value = configured(_identity)()
+  if value is gin.REQUIRED or type(value) is type(gin.REQUIRED):
+    raise GinConfigError(
+      f"{name} is required: pass --gin.{name}=... (strings in quotes, e.g. "
+      f"--gin.{name}=\"'runs/x'\")."
+    )
+  return value
 
 
 def configured(fn: Callable[..., Any]) -> Callable[..., Any]:
