@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     return VERBS[verb](rest) or 0
   except (GinConfigError, CheckpointMismatchError) as e:
-    print(f"musiclm-jax {verb}: {e}", file=sys.stderr)
+    print(f"musiclm-jax {verb}: {type(e).__name__}: {e}", file=sys.stderr)
     return 2
 
 
