@@ -18,22 +18,20 @@ _PEAKS: tuple[tuple[str, float, float], ...] = (
 )
 
 
+def _lookup(table, device: jax.Device | None, column: int) -> float | None:
+  """`column` of the first row whose prefix starts the device kind; None when unknown."""
+  kind = (device or jax.devices()[0]).device_kind
+  return next((row[column] for row in table if kind.startswith(row[0])), None)
+
+
 def peak_flops(device: jax.Device | None = None) -> float | None:
   """Peak dense bf16 FLOP/s of one device, or None when unknown (e.g. CPU)."""
-  kind = (device or jax.devices()[0]).device_kind
-  for prefix, flops, _ in _PEAKS:
-    if kind.startswith(prefix):
-      return flops
-  return None
+  return _lookup(_PEAKS, device, 1)
 
 
 def peak_memory_bandwidth(device: jax.Device | None = None) -> float | None:
   """HBM bytes/s of one device, or None when unknown."""
-  kind = (device or jax.devices()[0]).device_kind
-  for prefix, _, bandwidth in _PEAKS:
-    if kind.startswith(prefix):
-      return bandwidth
-  return None
+  return _lookup(_PEAKS, device, 2)
 
 
 # device_kind prefix -> HBM bytes per chip.
@@ -52,8 +50,4 @@ _HBM_BYTES: tuple[tuple[str, float], ...] = (
 
 def memory_per_device(device: jax.Device | None = None) -> float | None:
   """HBM capacity in bytes of one device, or None when unknown."""
-  kind = (device or jax.devices()[0]).device_kind
-  for prefix, capacity in _HBM_BYTES:
-    if kind.startswith(prefix):
-      return capacity
-  return None
+  return _lookup(_HBM_BYTES, device, 1)
