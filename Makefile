@@ -9,23 +9,27 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install test quickstart lint format bench clean system-deps
 
-# Debian packages the project needs at run time (none yet beyond python3-venv).
-SYSTEM_PACKAGES := python3-venv
+# Debian packages the project needs at run time: FluidSynth (libfluidsynth for pyfluidsynth) and
+# the FluidR3 General-MIDI soundfont render the music21 corpus to audio (DESIGN §7).
+# python3-venv only when this Python cannot make a venv.
+SYSTEM_PACKAGES := fluidsynth fluid-soundfont-gm
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ] && ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
-	    apt-get update -q && apt-get install -y -q $$missing; fi; fi
+	  $(PYTHON) -m venv --help >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get install -y -q --no-install-recommends $$missing \
+	      || (apt-get update -q && apt-get install -y -q --no-install-recommends $$missing); fi; \
+	else echo "note: not root or no apt-get; install $(SYSTEM_PACKAGES) yourself"; fi
 
 $(STAMP): setup.py
-	$(MAKE) system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: system-deps $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --durations=15 tests

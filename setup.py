@@ -16,6 +16,18 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "numpy>=2.0",
     "tqdm>=4.66",
+    # Audio input and the rendered-music corpus (DESIGN §7).
+    "soundfile>=0.13",
+    "soxr>=0.5",
+    "scipy>=1.13",
+    "music21>=9.1",
+    "pretty_midi>=0.2.10",
+    "pyfluidsynth>=1.3.3",
+    "matplotlib>=3.8",
+    # TFDS's Beam path (and later the SeqIO cache job). Beam caps protobuf below 7, and
+    # sentencepiece 0.2.2+ is generated against protobuf 7, so it is held at 0.2.1.
+    "apache-beam>=2.60",
+    "sentencepiece>=0.2,<0.2.2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -12,6 +12,9 @@ verbs:
   compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
   bench       benchmarks: `bench train` / `bench decode`
   quickstart  the largest real job on an embedded default (tiny stage LMs)
+  render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
+  build-data  build a TFDS dataset: musiccaps, audio_folder or rendered_music
+  spectrogram waveform + log-mel PNGs of audio files
 """
 
 
@@ -39,11 +42,32 @@ def _quickstart(argv):
   return quickstart.main(argv)
 
 
+def _render(argv):
+  from musiclm_jax.main import render
+
+  return render.main(argv)
+
+
+def _build_data(argv):
+  from musiclm_jax.main import build_data
+
+  return build_data.main(argv)
+
+
+def _spectrogram(argv):
+  from musiclm_jax.main import spectrogram
+
+  return spectrogram.main(argv)
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "train": _train,
   "compile": _compile,
   "bench": _bench,
   "quickstart": _quickstart,
+  "render": _render,
+  "build-data": _build_data,
+  "spectrogram": _spectrogram,
 }
 
 
