@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     # TFDS's Beam path (and later the SeqIO cache job). Beam caps protobuf below 7, and
     # sentencepiece 0.2.2+ is generated against protobuf 7, so it is held at 0.2.1.
     "apache-beam>=2.60",
+    "mlcroissant>=1.0",  # the `tfds build` command line imports it
     "sentencepiece>=0.2,<0.2.2",
 ]
 
