@@ -1,9 +1,11 @@
-"""`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`: speed figures for BENCHMARKS.md."""
+"""`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]` and `bench render`: speed figures
+for BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 
 import jax
@@ -28,10 +30,28 @@ def _print_rows(rows: list[dict]) -> None:
     print("| " + " | ".join(cells) + " |")
 
 
+def _write_json(path: str | None, device: str, rows: list[dict]) -> None:
+  if path:
+    with open(path, "w") as f:
+      json.dump({"device": device, "rows": rows}, f, indent=2)
+
+
+def _bench_render(args: argparse.Namespace) -> int:
+  from musiclm_jax.data.render import throughput  # no JAX involved: FluidSynth on CPU cores
+
+  print(f"render: {args.num_clips} clips × {args.clip_seconds:g} s on {os.cpu_count()} CPU cores")
+  rows = throughput.bench_render(
+    num_clips=args.num_clips, clip_seconds=args.clip_seconds, worker_counts=args.worker_counts
+  )
+  _print_rows(rows)
+  _write_json(args.out, f"{os.cpu_count()} CPU cores", rows)
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax bench")
-  parser.add_argument("what", choices=["train", "decode"])
+  parser.add_argument("what", choices=["train", "decode", "render"])
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
   parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode")
@@ -39,9 +59,14 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
   parser.add_argument("--repeats", type=int, default=3, help="decode: timed runs (median)")
+  parser.add_argument("--num_clips", type=int, default=32, help="render")
+  parser.add_argument("--clip_seconds", type=float, default=5.0, help="render")
+  parser.add_argument("--worker_counts", type=_ints, default=[1, 2], help="render")
   parser.add_argument("--out", help="write the results as JSON here")
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
+  if args.what == "render":
+    return _bench_render(args)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   model = gin_utils.macro("MODEL")
   print(
@@ -69,7 +94,5 @@ def main(argv: Sequence[str]) -> int:
       repeats=args.repeats,
     )
   _print_rows(rows)
-  if args.out:
-    with open(args.out, "w") as f:
-      json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=2)
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
   return 0

@@ -92,6 +92,17 @@ def test_bench_train_reports_throughput(tmp_path):
   assert row["tokens_per_s"] > 0 and row["step_time_s"] > 0
 
 
+def test_bench_render_reports_audio_seconds_per_second(tmp_path):
+  out = tmp_path / "render.json"
+  code = cli.main(
+    ["bench", "render", "--num_clips=2", "--clip_seconds=1", "--worker_counts=1", f"--out={out}"]
+  )
+  assert code == 0
+  (row,) = json.loads(out.read_text())["rows"]
+  assert row["clips"] == 2 and row["audio_s"] == pytest.approx(2.0)
+  assert row["audio_s_per_s"] > 0 and row["speedup"] == 1.0
+
+
 @pytest.mark.slow
 def test_quickstart_trains_samples_and_resumes(tmp_path, capsys):
   out_dir = tmp_path / "qs"
