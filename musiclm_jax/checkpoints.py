@@ -361,6 +361,14 @@ class Checkpointer:
     restored = self._read(step, lambda: self._manager.restore(step, args=args))
     return restored[_STATE], extra
 
+  def saved_metadata(self, step: int | None = None) -> dict[str, Any]:
+    """The metadata a step (default: the latest complete one) was saved with.
+
+    Lets a loader rebuild the model a checkpoint was trained for before restoring it.
+    """
+    self._manager.wait_until_finished()
+    return self._restore_json(self._check_step(step))[0]
+
   def _check_step(self, step: int | None) -> int:
     steps = self.all_steps()
     if step is None:

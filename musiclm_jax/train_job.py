@@ -8,29 +8,22 @@ job killed at any point and started again continues with exactly the batches it 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import seqio
-from absl import logging
 from clu import metric_writers
 
-from musiclm_jax import hardware
+from musiclm_jax import train_loop
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data import stage_tasks
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.trainer import Trainer, TrainState, summarize_eval
-
-
-class NonFiniteLossError(RuntimeError):
-  """Training produced non-finite losses for too many consecutive steps."""
+from musiclm_jax.trainer import Trainer, summarize_eval
 
 
 def model_metadata(model: StageLM) -> dict[str, Any]:
@@ -76,31 +69,10 @@ def _batches(
   return dataset.as_numpy_iterator()
 
 
-class _Throughput:
-  """Tokens/s, step time and MFU between two log points."""
-
-  def __init__(self, model: StageLM, batch_size: int):
-    self.tokens_per_step = batch_size * model.sequence_length
-    self.flops_per_step = self.tokens_per_step * train_flops_per_token(
-      model.config, model.vocab_size, model.sequence_length
-    )
-    self.peak = hardware.peak_flops()
-    self.reset(0)
-
-  def reset(self, step: int) -> None:
-    self.step, self.time = step, time.perf_counter()
-
-  def measure(self, step: int) -> dict[str, float]:
-    elapsed = max(time.perf_counter() - self.time, 1e-9)
-    steps = max(step - self.step, 1)
-    out = {
-      "step_time_s": elapsed / steps,
-      "tokens_per_s": self.tokens_per_step * steps / elapsed,
-    }
-    if self.peak:
-      out["mfu"] = self.flops_per_step * steps / elapsed / (self.peak * jax.device_count())
-    self.reset(step)
-    return out
+def _throughput(model: StageLM, batch_size: int) -> train_loop.Throughput:
+  tokens_per_step = batch_size * model.sequence_length
+  flops_per_token = train_flops_per_token(model.config, model.vocab_size, model.sequence_length)
+  return train_loop.Throughput(tokens_per_step, "tokens", tokens_per_step * flops_per_token)
 
 
 def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> str:
@@ -126,16 +98,6 @@ def evaluate(
   if summed is None:
     raise ValueError(f"Split {split!r} of {task} produced no batch of {trainer.batch_size}.")
   return summarize_eval(jax.device_get(summed))
-
-
-def _restore_or_init(
-  trainer: Trainer, checkpointer: Checkpointer, seed: int
-) -> tuple[TrainState, int]:
-  if checkpointer.latest_step() is None:
-    return trainer.init_state(seed), 0
-  state, extra = checkpointer.restore(trainer.abstract_state)
-  logging.info("Resumed from %s step %d.", checkpointer.directory, int(state.step))
-  return state, int(extra.get("data_batches", int(state.step)))
 
 
 def train(
@@ -194,7 +156,7 @@ def train(
   with Checkpointer(
     os.path.join(model_dir, "checkpoints"), checkpoint, metadata=model_metadata(model)
   ) as checkpointer:
-    state, data_batches = _restore_or_init(trainer, checkpointer, seed)
+    state, data_batches = train_loop.restore_or_init(trainer, checkpointer, seed)
     start = int(state.step)
     if is_chief and start == 0:
       writer.write_hparams(
@@ -205,8 +167,16 @@ def train(
         }
       )
     batches = _batches(task, model, train_split, batch_size, data_seed, data_batches)
-    loop = _TrainLoop(
-      trainer, checkpointer, writer, batches, num_steps, log_every_steps, max_nonfinite_steps
+    loop = train_loop.TrainLoop(
+      trainer,
+      checkpointer,
+      writer,
+      batches,
+      num_steps=num_steps,
+      log_every=log_every_steps,
+      max_nonfinite=max_nonfinite_steps,
+      throughput=_throughput(model, batch_size),
+      console_line=_console_line,
     )
     state, scalars = loop.run(state, data_batches)
     if eval_split and (eval_every_steps or num_steps > start):
@@ -214,73 +184,10 @@ def train(
       writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
   writer.flush()
   if is_chief:
-    scalars = _write_final_metrics(model_dir, int(state.step), scalars)
+    scalars = train_loop.write_final_metrics(model_dir, int(state.step), scalars)
   return scalars
-
-
-def _write_final_metrics(model_dir: str, step: int, scalars: dict[str, float]) -> dict[str, float]:
-  """Updates final_metrics.json; a resumed job with nothing left to train keeps the old ones."""
-  path = os.path.join(model_dir, "final_metrics.json")
-  previous = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-  merged = {**previous, **scalars, "step": step}
-  with open(path + ".tmp", "w") as f:
-    json.dump(merged, f, indent=2)
-  os.replace(path + ".tmp", path)  # atomic: a kill never leaves half a file
-  return {k: v for k, v in merged.items() if k != "step"}
 
 
 def _eval_scalars(trainer, state, task, split, num_batches, seed) -> dict[str, float]:
   metrics = evaluate(trainer, state.params, task, split, num_batches, seed)
   return {f"eval/{k}": v for k, v in metrics.items()}
-
-
-class _TrainLoop:
-  """Steps, logs and checkpoints until `num_steps` or a preemption."""
-
-  def __init__(self, trainer, checkpointer, writer, batches, num_steps, log_every, max_nonfinite):
-    self.trainer, self.checkpointer, self.writer = trainer, checkpointer, writer
-    self.batches, self.num_steps, self.log_every = batches, num_steps, log_every
-    self.max_nonfinite = max_nonfinite
-    self.throughput = _Throughput(trainer.model, trainer.batch_size)
-
-  def run(self, state: TrainState, data_batches: int) -> tuple[TrainState, dict[str, float]]:
-    step, scalars, nonfinite_run = int(state.step), {}, 0
-    self.throughput.reset(step)
-    while step < self.num_steps:
-      batch = self._next_batch(step)
-      state, metrics = self.trainer.train_step(state, self.trainer.partitioner.shard_batch(batch))
-      step, data_batches = step + 1, data_batches + 1
-      if step % self.log_every == 0 or step == self.num_steps:
-        scalars = self._log(step, metrics)
-        nonfinite_run = nonfinite_run + 1 if scalars["nonfinite"] else 0
-        if nonfinite_run * self.log_every >= self.max_nonfinite:
-          raise NonFiniteLossError(
-            f"Loss was not finite at step {step} and before; the last "
-            f"good parameters are in {self.checkpointer.directory}."
-          )
-      if step == self.num_steps or self.checkpointer.should_save(step):
-        self.checkpointer.save(step, state, {"data_batches": data_batches}, force=True)
-      if self.checkpointer.preempted:
-        logging.warning("Preempted: saved step %d, exiting.", step)
-        break
-    self.checkpointer.wait_until_finished()
-    return state, scalars
-
-  def _next_batch(self, step: int) -> dict[str, np.ndarray]:
-    try:
-      return next(self.batches)
-    except StopIteration:
-      raise ValueError(
-        f"The training data ran out at step {step}; use a repeating split or fewer steps."
-      ) from None
-
-  def _log(self, step: int, metrics: Mapping[str, jax.Array]) -> dict[str, float]:
-    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    scalars.update(self.throughput.measure(step))
-    self.writer.write_scalars(step, scalars)
-    if jax.process_index() == 0:
-      print(_console_line(step, self.num_steps, scalars), flush=True)
-    return scalars

@@ -1,5 +1,6 @@
-"""`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]` and `bench render`: speed figures
-for BENCHMARKS.md."""
+"""`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`, `bench codec
+--gin_file=gin/models/soundstream/paper.gin [...]` and `bench render`: speed figures for
+BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 import jax
 
-from musiclm_jax import benchmarks, optimizers, partitioning
+from musiclm_jax import benchmarks, codec_benchmarks, optimizers, partitioning
 from musiclm_jax.main import gin_utils
 
 
@@ -48,17 +49,33 @@ def _bench_render(args: argparse.Namespace) -> int:
   return 0
 
 
+def _bench_codec(args: argparse.Namespace) -> int:
+  config = gin_utils.macro("CODEC_CONFIG")
+  print(
+    f"codec: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU cores; "
+    f"{args.seconds:g} s of {config.sample_rate} Hz audio per example"
+  )
+  rows = codec_benchmarks.bench_codec(
+    config, seconds=args.seconds, batch_sizes=args.batch_sizes, repeats=args.repeats
+  )
+  # Three significant digits on screen (real-time factors are often < 0.1); full floats in JSON.
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax bench")
-  parser.add_argument("what", choices=["train", "decode", "render"])
+  parser.add_argument("what", choices=["train", "decode", "codec", "render"])
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
-  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode")
+  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode, codec")
   parser.add_argument("--context_lengths", type=_ints, default=[128, 512, 2048], help="decode")
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
-  parser.add_argument("--repeats", type=int, default=3, help="decode: timed runs (median)")
+  parser.add_argument("--repeats", type=int, default=3, help="decode, codec: timed runs (median)")
+  parser.add_argument("--seconds", type=float, default=10.0, help="codec: audio per example")
   parser.add_argument("--num_clips", type=int, default=32, help="render")
   parser.add_argument("--clip_seconds", type=float, default=5.0, help="render")
   parser.add_argument("--worker_counts", type=_ints, default=[1, 2], help="render")
@@ -68,6 +85,8 @@ def main(argv: Sequence[str]) -> int:
   if args.what == "render":
     return _bench_render(args)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
+  if args.what == "codec":
+    return _bench_codec(args)
   model = gin_utils.macro("MODEL")
   print(
     f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; model {model.name}, "

@@ -1,4 +1,8 @@
-"""`musiclm-jax train --gin_file=RUN.gin [--gin.KEY=VALUE ...]`: gin-configured training."""
+"""`musiclm-jax train --gin_file=RUN.gin [--gin.KEY=VALUE ...]`: gin-configured training.
+
+The run file picks the job: `TRAIN_JOB = @codec_train_job.train_codec` for the codec; without a
+TRAIN_JOB macro it is the stage-LM job (`train_job.train`).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ def main(argv: Sequence[str]) -> int:
   model_dir = gin_utils.macro("MODEL_DIR")
   partitioner = gin_utils.configured(partitioning.Partitioner)()
   gin_utils.write_config(model_dir)
-  train = gin_utils.configured(train_job.train)
+  train = gin_utils.macro("TRAIN_JOB", default=None) or gin_utils.configured(train_job.train)
   train(partitioner=partitioner)
   gin_utils.write_config(model_dir, "operative_config.gin", operative=True)
   return 0

@@ -1,0 +1,46 @@
+"""Smoke test of `musiclm-jax bench codec`: gin CODEC_CONFIG -> encode/decode speed JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from musiclm_jax import codec_benchmarks
+from musiclm_jax.main import cli
+from musiclm_jax.tokenizers.soundstream import SoundStreamConfig
+
+
+def test_bench_codec_writes_positive_figures(tmp_path, capsys):
+  out = tmp_path / "codec.json"
+  code = cli.main(
+    [
+      "bench",
+      "codec",
+      "--gin_file=gin/models/soundstream/tiny.gin",
+      "--seconds=0.2",
+      "--batch_sizes=1,2",
+      "--repeats=2",
+      f"--out={out}",
+    ]
+  )
+  assert code == 0
+  assert "encode_x_realtime" in capsys.readouterr().out
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["batch"], r["seconds"]) for r in rows] == [(1, 0.2), (2, 0.2)]
+  for row in rows:
+    for key in ("encode_s", "decode_s", "encode_x_realtime", "decode_x_realtime"):
+      assert row[key] > 0, key
+    assert row["encode_rtf"] == pytest.approx(1 / row["encode_x_realtime"])
+    assert row["params"] == 61025  # SoundStreamConfig.tiny(): ≈61k generator parameters
+
+
+@pytest.mark.parametrize(
+  "kwargs",
+  [{"seconds": 0.001}, {"batch_sizes": [0]}, {"repeats": 0}],
+  ids=["under_a_frame", "batch_0", "repeats_0"],
+)
+def test_bench_codec_rejects_bad_arguments(kwargs):
+  args = {"seconds": 1.0, "batch_sizes": [1], "repeats": 1, **kwargs}
+  with pytest.raises(ValueError, match="bench_codec needs"):
+    codec_benchmarks.bench_codec(SoundStreamConfig.tiny(), **args)
