@@ -1,0 +1,126 @@
+"""The codec training job on rendered music: resume equals an uninterrupted run, TensorBoard audio,
+loading the codec back from its checkpoint, clear errors."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from musiclm_jax import codec_train_job, optimizers
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.data.audio_batches import AudioSource
+from musiclm_jax.data.builders import build
+from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
+from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+
+CROP = 480 * 10
+BATCH = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Each job builds its own trainer; the persistent cache compiles the GAN step once."""
+  previous = (
+    jax.config.jax_compilation_cache_dir,
+    jax.config.jax_persistent_cache_min_compile_time_secs,
+  )
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> AudioSource:
+  manual_dir = tmp_path_factory.mktemp("rendered")
+  render_corpus(str(manual_dir), num_clips=16, clip_seconds=2.0, seed=0, progress=False)
+  data_dir = tmp_path_factory.mktemp("tfds")
+  build.build_dataset("rendered_music", data_dir=str(data_dir), manual_dir=str(manual_dir))
+  return AudioSource("rendered_music/24khz", str(data_dir))
+
+
+def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[str, float]:
+  adam = optimizers.OptimizerConfig(
+    learning_rate=2e-3, schedule="constant", warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0
+  )
+  settings = dict(
+    model=SoundStreamGAN(
+      SoundStreamConfig.tiny(), CodecLossConfig(adversarial_start_step=2), crop_samples=CROP
+    ),
+    source=source,
+    model_dir=str(model_dir),
+    num_steps=num_steps,
+    batch_size=BATCH,
+    generator_optimizer=adam,
+    discriminator_optimizer=adam,
+    checkpoint=CheckpointConfig(save_interval_steps=2, max_to_keep=None, save_on_sigterm=False),
+    log_every_steps=2,
+    eval_batches=1,
+    num_audio_summaries=2,
+  )
+  settings.update(overrides)
+  return codec_train_job.train_codec(**settings)
+
+
+def _final_state(model_dir) -> dict:
+  codec = codec_train_job.load_codec(str(model_dir))
+  return jax.device_get(codec.variables)
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(source, tmp_path):
+  _train(source, tmp_path / "straight", 4)
+  _train(source, tmp_path / "resumed", 2)
+  _train(source, tmp_path / "resumed", 4)  # restores step 2: state, RNG and data position
+  straight, resumed = _final_state(tmp_path / "straight"), _final_state(tmp_path / "resumed")
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), straight, resumed
+  )
+  metrics = json.loads((tmp_path / "resumed" / "final_metrics.json").read_text())
+  assert metrics["step"] == 4 and metrics["eval/mel_distance_all_levels"] > 0
+
+
+@pytest.mark.slow
+def test_audio_summaries_and_scalars_reach_tensorboard(source, tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator
+
+  _train(source, tmp_path / "run", 2)
+  (events,) = glob.glob(str(tmp_path / "run" / "events.out.tfevents.*"))
+  accumulator = event_accumulator.EventAccumulator(events, size_guidance={"tensors": 0})
+  accumulator.Reload()
+  tags = set(accumulator.Tags()["tensors"])
+  assert {"audio/original", "audio/all_levels", "audio/1_level"} <= tags
+  assert {"generator/mel_loss", "discriminator/hinge_loss", "eval/mel_distance_1_level"} <= tags
+  (audio_event,) = accumulator.Tensors("audio/all_levels")
+  assert audio_event.step == 2
+
+
+def test_load_codec_refuses_another_models_checkpoint(tmp_path):
+  directory = tmp_path / "semantic" / codec_train_job.CHECKPOINT_SUBDIR
+  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
+  with Checkpointer(directory, config, metadata={"model": "semantic_tiny"}) as checkpointer:
+    checkpointer.save(1, {"w": jax.numpy.zeros(3)}, {}, force=True)
+  with pytest.raises(CheckpointMismatchError, match="not a SoundStream codec"):
+    codec_train_job.load_codec(str(tmp_path / "semantic"))
+
+
+def test_load_codec_without_checkpoint_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
+    codec_train_job.load_codec(str(tmp_path))
+
+
+def test_dataset_at_another_rate_is_refused_before_training(tmp_path):
+  with pytest.raises(ValueError, match="16000 Hz audio; the codec expects 24000 Hz"):
+    _train(AudioSource("rendered_music/16khz", str(tmp_path), 16_000), tmp_path / "run", 2)
+
+
+def test_metadata_round_trips_the_architecture():
+  config = SoundStreamConfig.tiny()
+  metadata = json.loads(json.dumps(codec_train_job.codec_metadata(SoundStreamGAN(config))))
+  assert codec_train_job.config_from_metadata(metadata["architecture"]) == config
