@@ -131,6 +131,7 @@ class SoundStreamGAN:
       "commitment_loss": rvq.commitment_loss,
       "codebook_perplexity": rvq.metrics["perplexity"],
       "used_code_fraction": rvq.metrics["used_code_fraction"],
+      "restarted_code_fraction": rvq.metrics["restarted_code_fraction"],
     }
     return total, (metrics, dict(new_state), fake)
 

@@ -104,7 +104,7 @@ class SoundStreamConfig:
   tanh_output: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
-  rvq: RVQConfig = RVQConfig(num_levels=12, codebook_size=1024, dim=128)
+  rvq: RVQConfig = RVQConfig(num_levels=12, codebook_size=1024, dim=128, dead_code_threshold=0.05)
   stft_discriminator: STFTDiscriminatorConfig = STFTDiscriminatorConfig()
   wave_discriminator: WaveDiscriminatorConfig = WaveDiscriminatorConfig()
 
@@ -135,7 +135,7 @@ class SoundStreamConfig:
       channels=8,
       channel_mults=(1, 2, 2, 4),
       embedding_dim=16,
-      rvq=RVQConfig(num_levels=6, codebook_size=16, dim=16),
+      rvq=RVQConfig(num_levels=6, codebook_size=16, dim=16, dead_code_threshold=0.1),
       stft_discriminator=STFTDiscriminatorConfig(fft_sizes=(512, 256), channels=4),
       wave_discriminator=WaveDiscriminatorConfig(
         num_scales=2, channels=4, max_channels=32, num_downsamples=2, kernel_size=15

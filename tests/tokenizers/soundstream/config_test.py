@@ -42,7 +42,9 @@ def test_gin_file_builds_a_50hz_24khz_config(size):
 def test_gin_files_equal_the_python_configs():
   assert _gin_config("tiny") == SoundStreamConfig.tiny()
   assert _gin_config("paper") == SoundStreamConfig()
-  assert SoundStreamConfig().rvq == RVQConfig(num_levels=12, codebook_size=1024, dim=128)
+  assert SoundStreamConfig().rvq == RVQConfig(
+    num_levels=12, codebook_size=1024, dim=128, dead_code_threshold=0.05
+  )
   assert _gin_config("base").rvq.num_levels == 12
 
 
