@@ -3,6 +3,7 @@ loading the codec back from its checkpoint, clear errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 
@@ -12,10 +13,11 @@ import pytest
 
 from musiclm_jax import codec_train_job, optimizers
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
-from musiclm_jax.data.audio_batches import AudioSource
+from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
+from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 
 CROP = 480 * 10
@@ -63,6 +65,9 @@ def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[
     log_every_steps=2,
     eval_batches=1,
     num_audio_summaries=2,
+    # One device: 8 fake CPU devices on 2 cores only add overhead here; the trainer's sharded
+    # equivalence is tested in gan_trainer_test.py.
+    partitioner=Partitioner(MeshConfig(num_devices=1, ici_data=1)),
   )
   settings.update(overrides)
   return codec_train_job.train_codec(**settings)
@@ -124,3 +129,35 @@ def test_metadata_round_trips_the_architecture():
   config = SoundStreamConfig.tiny()
   metadata = json.loads(json.dumps(codec_train_job.codec_metadata(SoundStreamGAN(config))))
   assert codec_train_job.config_from_metadata(metadata["architecture"]) == config
+
+
+@pytest.mark.slow
+def test_codec_learns_rendered_music(source, tmp_path):
+  """Bounded-step learning on real (rendered) music: the eval mel distance of reconstructions
+  falls well below that of the initial codec. (That 12 levels decode better than 1 is NOT yet
+  reached at this size and step count; see the issue notes. The per-level numbers are printed.)"""
+  config = SoundStreamConfig.tiny()
+  config = dataclasses.replace(
+    config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)
+  )
+  model = SoundStreamGAN(config, CodecLossConfig(adversarial_start_step=10**6), crop_samples=12_000)
+  adam = optimizers.OptimizerConfig(
+    learning_rate=1e-3, schedule="constant", warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0
+  )
+  single = Partitioner(MeshConfig(num_devices=1, ici_data=1))
+  trainer = codec_train_job._make_trainer(model, single, BATCH, adam, adam)
+  start = codec_train_job.evaluate_codec(trainer, trainer.init_state(0), source, "eval", 1, 0)
+  final = _train(
+    source, tmp_path / "run", 300, model=model, generator_optimizer=adam, log_every_steps=100
+  )
+  start_distance = start["mel_distance_all_levels"]
+  assert final["eval/mel_distance_all_levels"] < 0.6 * start_distance, (start, final)
+  assert final["eval/mel_distance_all_levels"] < 0.5 * final["eval/mel_distance_silence"]
+  codec = codec_train_job.load_codec(str(tmp_path / "run"))
+  clips = next(
+    audio_crop_dataset(
+      source, split="eval", crop_samples=48_000, batch_size=4, seed=0, shuffle=False
+    ).as_numpy_iterator()
+  )["audio"]
+  distances = codec_train_job.reconstruction_distances(codec, clips, (1, 4, 12))
+  print(f"mel distance: start {start_distance:.3f}, by levels after 300 steps {distances}")
