@@ -123,17 +123,21 @@ def test_generator_learns_and_discriminator_trains(single):
 
 def test_adversarial_terms_wait_for_their_start_step():
   model = _model(adversarial_start_step=5)
-  variables = model.get_initial_variables(jax.random.key(0))
+  variables = jax.jit(model.get_initial_variables)(jax.random.key(0))
   gen_params = variables[GENERATOR]["params"]
   gen_state = {"quantizer": variables[GENERATOR]["quantizer"]}
   disc_params = variables[DISCRIMINATOR]["params"]
   batch = {"audio": jnp.asarray(_music_batch()["audio"][:2])}
+  generator_loss, discriminator_loss = (
+    jax.jit(model.generator_loss),
+    jax.jit(model.discriminator_loss),
+  )
   losses = {}
   for step in (4, 5):
-    gen_loss, (metrics, _, fake) = model.generator_loss(
+    gen_loss, (metrics, _, fake) = generator_loss(
       gen_params, gen_state, disc_params, batch, jax.random.key(1), jnp.asarray(step)
     )
-    disc_loss, _ = model.discriminator_loss(disc_params, batch, fake, jnp.asarray(step))
+    disc_loss, _ = discriminator_loss(disc_params, batch, fake, jnp.asarray(step))
     losses[step] = (float(gen_loss), float(disc_loss), metrics)
   (gen_before, disc_before, metrics), (gen_after, disc_after, _) = losses[4], losses[5]
   assert disc_before == 0.0 and disc_after > 0.0
