@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from musiclm_jax import hardware
+from musiclm_jax import hardware, timing
 from musiclm_jax.decoding import sampling
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.trainer import Trainer
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
-  """Median wall seconds of `fn()` (blocked until ready) after one warm-up call."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
 
 
 def bench_train(
@@ -131,10 +119,12 @@ def bench_decode(
       prompt = jax.random.randint(jax.random.key(1), (batch, context), 2, model.layout.vocab_size)
       rng = jax.random.key(2)
       row = {"batch_size": batch, "context": context, "new_tokens": new_tokens}
-      seconds = _timed(functools.partial(cached, params, prompt, rng), repeats)
+      seconds = timing.median_seconds(functools.partial(cached, params, prompt, rng), repeats)
       row["cached_tokens_per_s"] = batch * new_tokens / seconds
       if context <= uncached_max_context:
-        seconds = _timed(functools.partial(uncached, params, prompt, rng), max(1, repeats // 2))
+        seconds = timing.median_seconds(
+          functools.partial(uncached, params, prompt, rng), max(1, repeats // 2)
+        )
         row["uncached_tokens_per_s"] = batch * new_tokens / seconds
         row["speedup"] = row["cached_tokens_per_s"] / row["uncached_tokens_per_s"]
       rows.append(row)

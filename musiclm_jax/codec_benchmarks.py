@@ -8,26 +8,15 @@ calls, blocked until the result is ready.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from musiclm_jax import timing
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
-
-
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  """Median wall seconds of `fn()` (blocked until ready) after one warm-up call."""
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
 
 
 def bench_codec(
@@ -67,8 +56,8 @@ def bench_codec(
     key = jax.random.key(seed + batch)
     audio = jax.random.uniform(key, (batch, samples), jnp.float32, -0.5, 0.5)
     codes = codec.encode(audio)
-    encode_s = _median_seconds(lambda audio=audio: codec.encode(audio), repeats)
-    decode_s = _median_seconds(lambda codes=codes: codec.decode(codes), repeats)
+    encode_s = timing.median_seconds(lambda audio=audio: codec.encode(audio), repeats)
+    decode_s = timing.median_seconds(lambda codes=codes: codec.decode(codes), repeats)
     audio_s = batch * samples / config.sample_rate
     rows.append(
       {
