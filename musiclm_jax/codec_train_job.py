@@ -93,9 +93,7 @@ def _batches(
   shuffle: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch of audio crops, as numpy {'audio': [b, samples]}."""
-  per_host, remainder = divmod(batch_size, jax.process_count())
-  if remainder:
-    raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
+  per_host = train_loop.per_host_batch_size(batch_size)
   dataset = audio_crop_dataset(
     source,
     split=split,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.trainer import all_finite
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -71,11 +72,6 @@ class GanTrainState(flax.struct.PyTreeNode):
 def _split_generator_variables(variables: PyTree) -> tuple[PyTree, PyTree]:
   variables = dict(variables)
   return variables.pop("params"), variables
-
-
-def _all_finite(*trees: PyTree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 class GanTrainer:
@@ -177,8 +173,8 @@ class GanTrainer:
     A skipped step keeps params, optimizer and model state (a NaN never reaches a checkpoint);
     the step counter still advances and `nonfinite` reports it.
     """
-    finite = _all_finite(metrics["generator_loss"], metrics["discriminator_loss"], grads)
-    finite &= _all_finite(model_state)
+    losses = (metrics["generator_loss"], metrics["discriminator_loss"])
+    finite = all_finite((losses, grads, model_state))
     new_params, new_opt_state = {}, {}
     for name, optimizer in self.optimizers.items():
       updates, new_opt_state[name] = optimizer.update(

@@ -51,9 +51,7 @@ def _batches(
   num_epochs: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch, as numpy."""
-  per_host, remainder = divmod(batch_size, jax.process_count())
-  if remainder:
-    raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
+  per_host = train_loop.per_host_batch_size(batch_size)
   dataset = stage_tasks.get_stage_dataset(
     task,
     model.layout,

@@ -67,6 +67,14 @@ class Throughput:
     return out
 
 
+def per_host_batch_size(batch_size: int) -> int:
+  """This host's share of a global batch (every host feeds the same number of examples)."""
+  per_host, remainder = divmod(batch_size, jax.process_count())
+  if remainder:
+    raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
+  return per_host
+
+
 def restore_or_init(
   trainer: SteppingTrainer, checkpointer: Checkpointer, seed: int
 ) -> tuple[PyTree, int]:

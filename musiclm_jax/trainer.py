@@ -54,7 +54,8 @@ def _summarize(metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   }
 
 
-def _all_finite(tree: PyTree) -> jax.Array:
+def all_finite(tree: PyTree) -> jax.Array:
+  """Scalar bool: every leaf of `tree` is finite (the NaN guard of both trainers)."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
