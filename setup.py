@@ -34,7 +34,15 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # libtpu lets `musiclm-jax compile` lower and compile for TPU topologies on a CPU host.
     "tpu": ["libtpu>=0.0.51"],
-    "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.17", "libtpu>=0.0.51"],
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3.6",
+        "ruff>=0.17",
+        "libtpu>=0.0.51",
+        # Test-only references: k-means inertia (scikit-learn), mel filterbank (librosa).
+        "scikit-learn>=1.5",
+        "librosa>=0.10",
+    ],
 }
 
 setuptools.setup(
