@@ -23,7 +23,7 @@ from musiclm_jax.data import stage_tasks
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.trainer import Trainer, summarize_eval
+from musiclm_jax.trainer import Trainer
 
 
 def model_metadata(model: StageLM) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def evaluate(
     summed = metrics if summed is None else jax.tree.map(lambda a, b: a + b, summed, metrics)
   if summed is None:
     raise ValueError(f"Split {split!r} of {task} produced no batch of {trainer.batch_size}.")
-  return summarize_eval(jax.device_get(summed))
+  return trainer.summarize_eval(jax.device_get(summed))
 
 
 def train(

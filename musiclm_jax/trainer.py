@@ -1,13 +1,12 @@
 """Jit-compiled, sharded train and eval steps: train_step = apply_grads ∘ compute_grads.
 
-The trainer compiles; the loop in `train_job.py` drives it. A model is anything with
-`get_initial_variables(rng, batch_size)`, `loss_fn(params, batch, dropout_rng, loss_normalizer)`
-returning (loss, summed metrics: loss_sum, z_loss_sum, correct_sum, weight_sum) and
-`zeros_batch(batch_size)`.
+The trainer compiles; a job's loop (`train_loop.py`) drives it. A model is anything that follows
+`TrainableModel` (t5x's BaseModel role): the stage LMs and the w2v-BERT semantic model both do.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -23,11 +22,29 @@ Batch = Mapping[str, jax.Array]
 
 
 class TrainableModel(Protocol):
+  """What the trainer needs of a model wrapper.
+
+  `loss_fn` returns (loss, metrics) where every metric is a sum that adds across microbatches
+  and batches (at least `loss_sum`); `summarize_metrics` turns such sums into reported means
+  (at least `loss`). `loss_normalizer(batch)` is what the whole batch's summed loss is divided
+  by, so microbatch gradients add up to the full-batch gradient exactly. `step` lets a loss
+  follow a schedule (e.g. a Gumbel temperature); None means its final value.
+  """
+
   def get_initial_variables(self, rng: jax.Array, batch_size: int = 1) -> PyTree: ...
 
   def loss_fn(
-    self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None, loss_normalizer=None
+    self,
+    params: PyTree,
+    batch: Batch,
+    dropout_rng: jax.Array | None,
+    loss_normalizer: jax.Array | float | None = None,
+    step: jax.Array | None = None,
   ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+
+  def loss_normalizer(self, batch: Batch) -> jax.Array: ...
+
+  def summarize_metrics(self, summed: Mapping[str, jax.Array]) -> dict[str, jax.Array]: ...
 
   def zeros_batch(self, batch_size: int) -> dict[str, jax.Array]: ...
 
@@ -42,16 +59,6 @@ class TrainState(flax.struct.PyTreeNode):
   params: PyTree
   opt_state: PyTree
   rng: jax.Array
-
-
-def _summarize(metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  weight = jnp.maximum(metrics["weight_sum"], 1.0)
-  return {
-    "loss": metrics["loss_sum"] / weight,
-    "z_loss": metrics["z_loss_sum"] / weight,
-    "accuracy": metrics["correct_sum"] / weight,
-    "num_tokens": metrics["weight_sum"],
-  }
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -140,15 +147,16 @@ class Trainer:
   # --- steps -------------------------------------------------------------------------------
 
   def compute_grads(
-    self, params: PyTree, batch: Batch, rng: jax.Array
+    self, params: PyTree, batch: Batch, rng: jax.Array, step: jax.Array | None = None
   ) -> tuple[PyTree, dict[str, jax.Array]]:
-    """Gradients of the whole batch's mean token loss, accumulated over microbatches.
+    """Gradients of the whole batch's normalised loss, accumulated over microbatches.
 
-    Every microbatch loss is normalised by the whole batch's target weight, so the summed
-    gradients equal the full-batch gradient exactly.
+    Every microbatch loss is divided by the whole batch's `model.loss_normalizer`, so the
+    summed gradients equal the full-batch gradient exactly.
     """
-    normalizer = jnp.maximum(jnp.sum(batch["decoder_loss_weights"]).astype(jnp.float32), 1.0)
-    grad_fn = jax.value_and_grad(self.model.loss_fn, has_aux=True)
+    normalizer = self.model.loss_normalizer(batch)
+    loss_fn = functools.partial(self.model.loss_fn, step=step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if self.num_microbatches == 1:
       (_, metrics), grads = grad_fn(params, batch, rng, normalizer)
       return grads, metrics
@@ -195,7 +203,7 @@ class Trainer:
       params=keep(params, state.params),
       opt_state=keep(opt_state, state.opt_state),
     )
-    summary = _summarize(metrics)
+    summary = dict(self.model.summarize_metrics(metrics))
     summary["grad_norm"] = grad_norm
     summary["param_norm"] = optax.global_norm(new_state.params)
     summary["nonfinite"] = 1.0 - finite.astype(jnp.float32)
@@ -205,7 +213,7 @@ class Trainer:
 
   def _train_step_impl(self, state: TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grads, metrics = self.compute_grads(state.params, batch, rng)
+    grads, metrics = self.compute_grads(state.params, batch, rng, state.step)
     return self.apply_grads(state, grads, metrics)
 
   def _eval_step_impl(self, params: PyTree, batch: Batch) -> dict[str, jax.Array]:
@@ -222,6 +230,10 @@ class Trainer:
     with self.partitioner.activate():
       return self._eval_step(params, batch)
 
+  def summarize_eval(self, summed: Mapping[str, jax.Array]) -> dict[str, float]:
+    """Reported eval metrics from metrics summed over batches."""
+    return {k: float(v) for k, v in self.model.summarize_metrics(summed).items()}
+
   def lower_train_step(self):
     """The lowered train step on abstract inputs (AOT compile, FLOP counts)."""
     abstract_batch = jax.tree.map(
@@ -231,8 +243,3 @@ class Trainer:
     )
     with self.partitioner.activate():
       return self._train_step.lower(self.abstract_state, abstract_batch)
-
-
-def summarize_eval(summed: Mapping[str, jax.Array]) -> dict[str, float]:
-  """Per-token eval metrics from metrics summed over batches."""
-  return {k: float(v) for k, v in _summarize(summed).items()}

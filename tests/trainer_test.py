@@ -61,10 +61,10 @@ class ScaledLossLM(StageLM):
   def zeros_batch(self, batch_size):
     return {**super().zeros_batch(batch_size), "loss_scale": jnp.ones((batch_size, 1))}
 
-  def loss_fn(self, params, batch, dropout_rng, loss_normalizer=None):
+  def loss_fn(self, params, batch, dropout_rng, loss_normalizer=None, step=None):
     batch = dict(batch)
     scale = jnp.mean(batch.pop("loss_scale"))
-    loss, metrics = super().loss_fn(params, batch, dropout_rng, loss_normalizer)
+    loss, metrics = super().loss_fn(params, batch, dropout_rng, loss_normalizer, step)
     return loss * scale, {**metrics, "loss_sum": metrics["loss_sum"] * scale}
 
 

@@ -110,6 +110,7 @@ class StageLM:
     batch: Batch,
     dropout_rng: jax.Array | None,
     loss_normalizer: jax.Array | float | None = None,
+    step: jax.Array | None = None,
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Cross-entropy on target positions only.
 
@@ -119,6 +120,7 @@ class StageLM:
       dropout_rng: key for dropout, or None for deterministic evaluation.
       loss_normalizer: divide the summed loss by this (the trainer passes the whole batch's
         weight so microbatch gradients add up exactly); default: this batch's weight.
+      step: unused (no loss schedule).
     Returns:
       (scalar loss, metrics of summed quantities: loss_sum, z_loss_sum, correct_sum, weight_sum).
     """
@@ -139,6 +141,20 @@ class StageLM:
       "weight_sum": weight_sum,
     }
     return loss_sum / normalizer, metrics
+
+  def loss_normalizer(self, batch: Batch) -> jax.Array:
+    """The whole batch's target weight: the trainer divides every microbatch's loss by it."""
+    return jnp.maximum(jnp.sum(batch["decoder_loss_weights"]).astype(jnp.float32), 1.0)
+
+  def summarize_metrics(self, summed: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-token loss, z-loss and accuracy from summed metrics."""
+    weight = jnp.maximum(summed["weight_sum"], 1.0)
+    return {
+      "loss": summed["loss_sum"] / weight,
+      "z_loss": summed["z_loss_sum"] / weight,
+      "accuracy": summed["correct_sum"] / weight,
+      "num_tokens": summed["weight_sum"],
+    }
 
   def score_batch(self, params: PyTree, batch: Batch) -> jax.Array:
     """Log-likelihood of each example's targets: [batch] float32 (no z-loss or smoothing)."""
