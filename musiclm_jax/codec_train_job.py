@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -23,7 +23,7 @@ from clu import metric_writers
 
 from musiclm_jax import train_loop
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
-from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
+from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer, GanTrainState
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
@@ -83,32 +83,6 @@ def _make_trainer(
   )
 
 
-def _batches(
-  source: AudioSource,
-  split: str,
-  crop_samples: int,
-  batch_size: int,
-  seed: int,
-  skip_batches: int,
-  shuffle: bool = True,
-) -> Iterator[dict[str, np.ndarray]]:
-  """This host's share of each global batch of audio crops, as numpy {'audio': [b, samples]}."""
-  per_host = train_loop.per_host_batch_size(batch_size)
-  dataset = audio_crop_dataset(
-    source,
-    split=split,
-    crop_samples=crop_samples,
-    batch_size=per_host,
-    seed=seed,
-    shuffle=shuffle,
-    shard_id=jax.process_index(),
-    num_shards=jax.process_count(),
-    skip_batches=skip_batches,
-  )
-  for batch in dataset.as_numpy_iterator():
-    yield {"audio": batch["audio"]}
-
-
 def evaluate_codec(
   trainer: GanTrainer,
   state: GanTrainState,
@@ -119,7 +93,9 @@ def evaluate_codec(
 ) -> dict[str, float]:
   """Mean eval metrics (mel distances) over the first `num_batches` unshuffled batches."""
   crop = trainer.model.crop_samples
-  batches = _batches(source, split, crop, trainer.batch_size, seed, 0, shuffle=False)
+  batches = train_loop.host_audio_batches(
+    source, split, crop, trainer.batch_size, seed, 0, shuffle=False
+  )
   totals, count = None, 0
   for _, batch in zip(range(num_batches), batches, strict=False):
     metrics = jax.device_get(trainer.eval_step(state, trainer.partitioner.shard_batch(batch)))
@@ -164,7 +140,11 @@ def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> st
 def _summary_clips(source, split, model, num_clips, seed) -> np.ndarray:
   if not num_clips:
     return np.zeros((0, model.crop_samples), np.float32)
-  batch = next(_batches(source, split, model.crop_samples, num_clips, seed, 0, shuffle=False))
+  batch = next(
+    train_loop.host_audio_batches(
+      source, split, model.crop_samples, num_clips, seed, 0, shuffle=False
+    )
+  )
   return batch["audio"]
 
 
@@ -229,7 +209,9 @@ def train_codec(
       trainer,
       checkpointer,
       writer,
-      _batches(source, train_split, model.crop_samples, batch_size, data_seed, data_batches),
+      train_loop.host_audio_batches(
+        source, train_split, model.crop_samples, batch_size, data_seed, data_batches
+      ),
       num_steps=num_steps,
       log_every=log_every_steps,
       max_nonfinite=max_nonfinite_steps,

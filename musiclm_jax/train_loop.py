@@ -20,6 +20,7 @@ from absl import logging
 
 from musiclm_jax import hardware
 from musiclm_jax.checkpoints import Checkpointer
+from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 
 PyTree = Any
 
@@ -73,6 +74,36 @@ def per_host_batch_size(batch_size: int) -> int:
   if remainder:
     raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
   return per_host
+
+
+def host_audio_batches(
+  source: AudioSource,
+  split: str,
+  crop_samples: int,
+  batch_size: int,
+  seed: int,
+  skip_batches: int,
+  *,
+  shuffle: bool = True,
+  features: tuple[str, ...] = ("audio",),
+) -> Iterator[dict[str, np.ndarray]]:
+  """This host's share of each global batch of audio crops, as numpy {feature: [b, samples]}.
+
+  The audio-model jobs (codec, w2v-BERT, k-means) all read their data through this.
+  """
+  dataset = audio_crop_dataset(
+    source,
+    split=split,
+    crop_samples=crop_samples,
+    batch_size=per_host_batch_size(batch_size),
+    seed=seed,
+    shuffle=shuffle,
+    shard_id=jax.process_index(),
+    num_shards=jax.process_count(),
+    skip_batches=skip_batches,
+  )
+  for batch in dataset.as_numpy_iterator():
+    yield {name: batch[name] for name in features}
 
 
 def restore_or_init(
