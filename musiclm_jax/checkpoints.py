@@ -361,6 +361,33 @@ class Checkpointer:
     restored = self._read(step, lambda: self._manager.restore(step, args=args))
     return restored[_STATE], extra
 
+  def restore_params(
+    self, step: int | None = None, sharding: jax.sharding.Sharding | None = None
+  ) -> PyTree:
+    """The `params` of a saved train state, whatever optimizer state it was saved with.
+
+    Loaders (tokenizers, decoders) need the weights only; the saved tree's own shapes describe
+    what to read, so the optimizer a model was trained with does not have to be rebuilt.
+
+    Args:
+      step: step to read; None for the latest complete one.
+      sharding: where every array goes (default: the first local device).
+    """
+    self._manager.wait_until_finished()
+    step = self._check_step(step)
+    saved_metadata, _ = self._restore_json(step)
+    self._check_metadata(step, saved_metadata)
+    saved_tree = self._read(step, lambda: self._manager.metadata(step).item_metadata[_STATE].tree)
+    if not isinstance(saved_tree, Mapping) or "params" not in saved_tree:
+      raise CheckpointMismatchError(f"Checkpoint step {step} in {self.directory} has no params.")
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), saved_tree
+    )
+    args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
+    restored = self._read(step, lambda: self._manager.restore(step, args=args))
+    return restored[_STATE]["params"]
+
   def saved_metadata(self, step: int | None = None) -> dict[str, Any]:
     """The metadata a step (default: the latest complete one) was saved with.
 
