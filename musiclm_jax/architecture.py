@@ -8,6 +8,7 @@ dataclasses into dicts; `from_json` undoes both, guided by the dataclass's field
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -16,8 +17,8 @@ _T = TypeVar("_T")
 
 
 def to_json(config: Any) -> dict[str, Any]:
-  """A frozen config dataclass as a JSON-able dict."""
-  return dataclasses.asdict(config)
+  """A frozen config dataclass as the plain dict JSON gives back (tuples become lists)."""
+  return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def from_json(cls: type[_T], values: Mapping[str, Any]) -> _T:

@@ -21,19 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers
 
-from musiclm_jax import train_loop
+from musiclm_jax import architecture, train_loop
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer, GanTrainState
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.tokenizers.rvq import RVQConfig
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import (
   SoundStreamConfig,
-  STFTDiscriminatorConfig,
-  WaveDiscriminatorConfig,
 )
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -48,22 +45,9 @@ def codec_metadata(model: SoundStreamGAN) -> dict[str, Any]:
   }
 
 
-def config_from_metadata(architecture: Mapping[str, Any]) -> SoundStreamConfig:
-  """The SoundStreamConfig saved in a checkpoint's metadata (JSON lists back to tuples)."""
-
-  def build(cls, values: Mapping[str, Any]):
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(
-      **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
-    )
-
-  nested = {
-    "rvq": build(RVQConfig, architecture["rvq"]),
-    "stft_discriminator": build(STFTDiscriminatorConfig, architecture["stft_discriminator"]),
-    "wave_discriminator": build(WaveDiscriminatorConfig, architecture["wave_discriminator"]),
-  }
-  flat = {k: v for k, v in architecture.items() if k not in nested}
-  return build(SoundStreamConfig, {**flat, **nested})
+def config_from_metadata(saved: Mapping[str, Any]) -> SoundStreamConfig:
+  """The SoundStreamConfig saved in a checkpoint's metadata."""
+  return architecture.from_json(SoundStreamConfig, saved)
 
 
 def _make_trainer(
