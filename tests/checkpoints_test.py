@@ -111,6 +111,19 @@ def test_round_trip_with_sharded_arrays_and_extra(tmp_path, mesh8, async_save):
   assert restored.rng.dtype == jnp.uint32
 
 
+def test_restore_params_needs_no_optimizer(tmp_path, mesh8):
+  """Loaders read the weights of a state saved with any optimizer state (here Adam's)."""
+  state = _train_state(mesh8, seed=5)
+  with Checkpointer(tmp_path, _config(async_save=False), metadata=META) as ckpt:
+    ckpt.save(7, state, {})
+  with Checkpointer(tmp_path, _config()) as ckpt:
+    params = ckpt.restore_params()
+  _assert_trees_equal(params, state.params)
+  with Checkpointer(tmp_path, _config(), metadata={**META, "model": "coarse"}) as ckpt:
+    with pytest.raises(CheckpointMismatchError, match="model: saved 'semantic'"):
+      ckpt.restore_params(7)
+
+
 def test_restore_onto_a_different_mesh(tmp_path, mesh8):
   state = _train_state(mesh8, seed=1)
   with Checkpointer(tmp_path, _config(), metadata=META) as ckpt:
