@@ -1,0 +1,200 @@
+"""The w2v-BERT training job: self-supervised pre-training on audio crops, resumable; its loader.
+
+`train_w2v_bert()` is what `musiclm-jax train` runs for a w2v-BERT run file
+(gin/runs/w2v_bert_rendered.gin). It drives the core trainer (sharded, microbatched, NaN-guarded)
+through the shared step/log/checkpoint loop (`train_loop.py`): a job killed at any point and
+started again continues with exactly the batches it would have seen.
+
+`load_w2v_bert(model_dir)` rebuilds the trained model from its checkpoint alone (the architecture
+is in the checkpoint's metadata) for the k-means fit and semantic tokenization.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+from clu import metric_writers
+
+from musiclm_jax import architecture, train_loop
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.data.audio_batches import AudioSource
+from musiclm_jax.models.w2v_bert import W2VBertModel
+from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.trainer import Trainer
+
+CHECKPOINT_SUBDIR = "checkpoints"
+_FEATURES = ("audio", "audio_mask")
+
+
+def w2v_bert_metadata(model: W2VBertModel) -> dict[str, Any]:
+  """What a checkpoint must match to be restored into `model` (and what rebuilds it)."""
+  return {"model": model.name, "architecture": architecture.to_json(model.config)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedW2VBert:
+  """A trained w2v-BERT: the wrapper, its parameters and where they came from."""
+
+  model: W2VBertModel
+  params: Any
+  step: int
+  directory: str
+
+
+def _make_trainer(
+  model: W2VBertModel,
+  partitioner: Partitioner,
+  batch_size: int,
+  optimizer: OptimizerConfig,
+  num_microbatches: int = 1,
+) -> Trainer:
+  return Trainer(
+    model,
+    make_optimizer(optimizer),
+    partitioner,
+    batch_size=batch_size,
+    num_microbatches=num_microbatches,
+    learning_rate_fn=make_schedule(optimizer),
+  )
+
+
+def evaluate_w2v_bert(
+  trainer: Trainer, params: Any, source: AudioSource, split: str, num_batches: int, seed: int
+) -> dict[str, float]:
+  """Masked-prediction and contrastive metrics over the first `num_batches` unshuffled batches.
+
+  Evaluation masks with a fixed key (the wrapper's deterministic mode), so it is repeatable.
+  """
+  crop = trainer.model.crop_samples
+  batches = train_loop.host_audio_batches(
+    source, split, crop, trainer.batch_size, seed, 0, shuffle=False, features=_FEATURES
+  )
+  summed = None
+  for _, batch in zip(range(num_batches), batches, strict=False):
+    metrics = trainer.eval_step(params, trainer.partitioner.shard_batch(batch))
+    summed = metrics if summed is None else jax.tree.map(lambda a, b: a + b, summed, metrics)
+  if summed is None:
+    raise ValueError(f"Split {split!r} of {source.name} produced no batch of {trainer.batch_size}.")
+  return trainer.summarize_eval(jax.device_get(summed))
+
+
+def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> str:
+  return (
+    f"step {step}/{num_steps}  loss {scalars['loss']:.4f}  "
+    f"mlm {scalars['mlm_loss']:.3f} (acc {scalars['mlm_accuracy']:.3f})  "
+    f"contrastive {scalars['contrastive_loss']:.3f}  ppl {scalars['codebook_perplexity']:.1f}  "
+    f"{scalars['audio_seconds_per_s']:.1f} audio-s/s  {scalars['step_time_s']:.3f} s/step"
+  )
+
+
+def train_w2v_bert(
+  *,
+  model: W2VBertModel,
+  source: AudioSource,
+  model_dir: str,
+  num_steps: int,
+  batch_size: int,
+  optimizer: OptimizerConfig = OptimizerConfig(),
+  partitioner: Partitioner | None = None,
+  checkpoint: CheckpointConfig = CheckpointConfig(),
+  num_microbatches: int = 1,
+  seed: int = 0,
+  data_seed: int = 0,
+  train_split: str = "train",
+  eval_split: str | None = "eval",
+  eval_batches: int = 2,
+  log_every_steps: int = 10,
+  max_nonfinite_steps: int = 20,
+) -> dict[str, float]:
+  """Pre-trains w2v-BERT on `source` until `num_steps`, resuming from `model_dir` if possible.
+
+  Args:
+    model: the w2v-BERT wrapper (architecture, crop length).
+    source: a TFDS audio dataset at the model's sample rate.
+    model_dir: checkpoints (`model_dir/checkpoints`), TensorBoard events, final metrics.
+    num_steps: total optimizer steps (a resumed job runs the remainder).
+    batch_size: global batch of crops of `model.crop_samples`.
+    optimizer: optimizer and schedule.
+    partitioner: mesh and rules (default: every device on 'data').
+    checkpoint: cadence and retention.
+    num_microbatches: gradient accumulation.
+    seed: init, masking and dropout seed; data_seed: crops and shuffling.
+    train_split, eval_split: dataset splits (eval_split None: no evaluation).
+    eval_batches: batches of the final evaluation.
+    log_every_steps: metrics cadence (TensorBoard + console).
+    max_nonfinite_steps: abort after this many consecutive skipped (non-finite) steps.
+  Returns:
+    The last logged metrics, plus eval/... when evaluated.
+  """
+  if source.sample_rate != model.config.sample_rate:
+    raise ValueError(
+      f"Dataset {source.name} holds {source.sample_rate} Hz audio; w2v-BERT expects "
+      f"{model.config.sample_rate} Hz. Build the dataset at the model's rate."
+    )
+  partitioner = partitioner or Partitioner()
+  trainer = _make_trainer(model, partitioner, batch_size, optimizer, num_microbatches)
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(model_dir, just_logging=not is_chief)
+  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+  with Checkpointer(directory, checkpoint, metadata=w2v_bert_metadata(model)) as checkpointer:
+    state, data_batches = train_loop.restore_or_init(trainer, checkpointer, seed)
+    start = int(state.step)
+    if is_chief and start == 0:
+      writer.write_hparams({"num_params": model.num_params(), "batch_size": batch_size})
+    batches = train_loop.host_audio_batches(
+      source,
+      train_split,
+      model.crop_samples,
+      batch_size,
+      data_seed,
+      data_batches,
+      features=_FEATURES,
+    )
+    loop = train_loop.TrainLoop(
+      trainer,
+      checkpointer,
+      writer,
+      batches,
+      num_steps=num_steps,
+      log_every=log_every_steps,
+      max_nonfinite=max_nonfinite_steps,
+      throughput=train_loop.Throughput(
+        batch_size * model.crop_samples / model.config.sample_rate, "audio_seconds"
+      ),
+      console_line=_console_line,
+    )
+    state, scalars = loop.run(state, data_batches)
+    if eval_split and num_steps > start:
+      metrics = evaluate_w2v_bert(trainer, state.params, source, eval_split, eval_batches, 0)
+      scalars.update({f"eval/{k}": v for k, v in metrics.items()})
+      writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
+  writer.flush()
+  if is_chief:
+    scalars = train_loop.write_final_metrics(model_dir, int(state.step), scalars)
+  return scalars
+
+
+def load_w2v_bert(model_dir: str, step: int | None = None) -> TrainedW2VBert:
+  """The trained w2v-BERT in `model_dir` (architecture from the checkpoint's metadata).
+
+  Raises:
+    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
+    CheckpointMismatchError: the checkpoint is not a w2v-BERT model.
+  """
+  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+  with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:
+    metadata = reader.saved_metadata(step)
+    step = reader.latest_step() if step is None else step
+    if metadata.get("model") != W2VBertModel.name:
+      raise CheckpointMismatchError(
+        f"{directory} holds a {metadata.get('model')!r} checkpoint, not a w2v-BERT model."
+      )
+    params = reader.restore_params(step)
+  model = W2VBertModel(architecture.from_json(W2VBertConfig, metadata["architecture"]))
+  return TrainedW2VBert(model, jax.device_get(params), step, directory)
