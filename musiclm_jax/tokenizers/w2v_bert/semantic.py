@@ -43,7 +43,6 @@ class SemanticTokenizer:
     if not 1 <= layer <= config.num_mlm_layers:
       raise ValueError(f"layer {layer} is not an MLM layer (1..{config.num_mlm_layers}).")
     self.config, self.layer, self.kmeans = config, layer, fitted
-    self._module = W2VBert(config)
     self._arguments = jax.device_put(
       (params, fitted.centroids, fitted.mean, fitted.std), jax.local_devices()[0]
     )
@@ -75,15 +74,17 @@ class SemanticTokenizer:
     Returns:
       int32 [batch, samples // 960].
     """
-    embeddings = self._module.apply(
-      {"params": params}, audio, audio_mask, self.layer, method=W2VBert.embeddings
+    return semantic_ids(
+      self.config,
+      self.layer,
+      self.kmeans.normalization,
+      params,
+      centroids,
+      mean,
+      std,
+      audio,
+      audio_mask,
     )
-    normalized = kmeans.normalize(
-      embeddings.astype(jnp.float32), self.kmeans.normalization, mean, std
-    )
-    flat = normalized.reshape(-1, normalized.shape[-1])
-    ids, _ = kmeans.assign(centroids, flat)
-    return ids.reshape(normalized.shape[:-1]).astype(jnp.int32)
 
   def semantic_tokens(
     self, audio: np.ndarray | jax.Array, audio_mask: np.ndarray | jax.Array | None = None
@@ -113,3 +114,31 @@ class SemanticTokenizer:
     if mask.shape != audio.shape:
       raise ValueError(f"audio_mask shape {mask.shape} differs from audio shape {audio.shape}.")
     return np.asarray(self._tokens(*self._arguments, audio, mask))
+
+
+def semantic_ids(
+  config: W2VBertConfig,
+  layer: int,
+  normalization: str,
+  params: PyTree,
+  centroids: jax.Array,
+  mean: jax.Array,
+  std: jax.Array,
+  audio: jax.Array,
+  audio_mask: jax.Array,
+) -> jax.Array:
+  """audio [batch, samples] → int32 ids [batch, samples // 960] (pure; jit and eval_shape it).
+
+  Args:
+    config, layer: the w2v-BERT and the 1-based MLM layer the centroids were fitted on.
+    normalization, mean, std: how embeddings map into the centroids' space (`kmeans.normalize`).
+    params: the w2v-BERT's unboxed parameters.
+    centroids: [clusters, d_model].
+    audio, audio_mask: [batch, samples].
+  """
+  embeddings = W2VBert(config).apply(
+    {"params": params}, audio, audio_mask, layer, method=W2VBert.embeddings
+  )
+  normalized = kmeans.normalize(embeddings.astype(jnp.float32), normalization, mean, std)
+  ids, _ = kmeans.assign(centroids, normalized.reshape(-1, normalized.shape[-1]))
+  return ids.reshape(normalized.shape[:-1]).astype(jnp.int32)
