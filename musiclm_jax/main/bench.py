@@ -1,6 +1,8 @@
 """`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`, `bench codec
---gin_file=gin/models/soundstream/paper.gin [...]` and `bench render`: speed figures for
-BENCHMARKS.md."""
+--gin_file=gin/models/soundstream/paper.gin [...]`, `bench semantic
+--gin_file=gin/models/w2v_bert/paper.gin [...]` and `bench render`: speed figures for
+BENCHMARKS.md; `bench codec-quality --model_dir=... --data_dir=...`: a trained codec against Opus
+on held-out clips."""
 
 from __future__ import annotations
 
@@ -64,10 +66,52 @@ def _bench_codec(args: argparse.Namespace) -> int:
   return 0
 
 
+def _bench_semantic(args: argparse.Namespace) -> int:
+  from musiclm_jax import semantic_benchmarks
+
+  config = gin_utils.macro("W2V_BERT_CONFIG")
+  print(
+    f"semantic: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU "
+    f"cores; w2v-BERT {config.num_params() / 1e6:.1f}M params, MLM layer {config.kmeans_layer}, "
+    f"{args.num_clusters} clusters; {args.seconds:g} s of {config.sample_rate} Hz audio each"
+  )
+  rows = semantic_benchmarks.bench_semantic(
+    config,
+    seconds=args.seconds,
+    batch_sizes=args.batch_sizes,
+    num_clusters=args.num_clusters,
+    repeats=args.repeats,
+  )
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
+def _bench_codec_quality(args: argparse.Namespace) -> int:
+  from musiclm_jax import codec_quality, codec_train_job
+  from musiclm_jax.data.audio_batches import AudioSource
+
+  if not args.model_dir:
+    raise SystemExit("bench codec-quality needs --model_dir (a codec training run).")
+  codec = codec_train_job.load_codec(args.model_dir)
+  source = AudioSource(args.dataset, args.data_dir, codec.sample_rate)
+  clips = codec_quality.held_out_clips(source, args.split, args.num_clips, args.seconds)
+  print(
+    f"codec-quality: {args.model_dir} ({codec.num_levels} levels × {codec.codebook_size} codes) "
+    f"vs Opus on {len(clips)} {args.split} clips × {args.seconds:g} s of {args.dataset}"
+  )
+  rows = codec_quality.compare_with_opus(codec, clips)
+  _print_rows([{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, f"{os.cpu_count()} CPU cores", rows)
+  return 0
+
+
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax bench")
-  parser.add_argument("what", choices=["train", "decode", "codec", "render"])
+  parser.add_argument(
+    "what", choices=["train", "decode", "codec", "codec-quality", "semantic", "render"]
+  )
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
   parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode, codec")
@@ -75,18 +119,29 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
   parser.add_argument("--repeats", type=int, default=3, help="decode, codec: timed runs (median)")
-  parser.add_argument("--seconds", type=float, default=10.0, help="codec: audio per example")
-  parser.add_argument("--num_clips", type=int, default=32, help="render")
+  parser.add_argument(
+    "--seconds", type=float, default=10.0, help="codec: audio per example; codec-quality: per clip"
+  )
+  parser.add_argument("--num_clips", type=int, default=32, help="render, codec-quality")
+  parser.add_argument("--model_dir", help="codec-quality: the codec's training run")
+  parser.add_argument("--data_dir", help="codec-quality: TFDS data dir of the held-out clips")
+  parser.add_argument("--dataset", default="rendered_music/24khz", help="codec-quality")
+  parser.add_argument("--split", default="eval", help="codec-quality: held-out split")
+  parser.add_argument("--num_clusters", type=int, default=1024, help="semantic: k-means size")
   parser.add_argument("--clip_seconds", type=float, default=5.0, help="render")
   parser.add_argument("--worker_counts", type=_ints, default=[1, 2], help="render")
-  parser.add_argument("--out", help="write the results as JSON here")
+  parser.add_argument("--out", "--json", help="write the results as JSON here")
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
   if args.what == "render":
     return _bench_render(args)
+  if args.what == "codec-quality":
+    return _bench_codec_quality(args)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   if args.what == "codec":
     return _bench_codec(args)
+  if args.what == "semantic":
+    return _bench_semantic(args)
   model = gin_utils.macro("MODEL")
   print(
     f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; model {model.name}, "
