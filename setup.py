@@ -29,6 +29,9 @@ INSTALL_REQUIRES = [
     "apache-beam>=2.60",
     "mlcroissant>=1.0",  # the `tfds build` command line imports it
     "sentencepiece>=0.2,<0.2.2",
+    # MuLan's text tower: pretrained BERT-family checkpoints without torch (DESIGN §6).
+    "safetensors>=0.4",
+    "tokenizers>=0.19",
 ]
 
 EXTRAS_REQUIRE = {
