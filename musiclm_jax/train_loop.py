@@ -89,7 +89,8 @@ def host_audio_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch of audio crops, as numpy {feature: [b, samples]}.
 
-  The audio-model jobs (codec, w2v-BERT, k-means) all read their data through this.
+  The audio-model jobs (codec, w2v-BERT, k-means, MuLan) all read their data through this;
+  asking for the "caption" feature adds the clips' captions (bytes).
   """
   dataset = audio_crop_dataset(
     source,
@@ -101,6 +102,7 @@ def host_audio_batches(
     shard_id=jax.process_index(),
     num_shards=jax.process_count(),
     skip_batches=skip_batches,
+    with_captions="caption" in features,
   )
   for batch in dataset.as_numpy_iterator():
     yield {name: batch[name] for name in features}
