@@ -1,0 +1,1 @@
+"""MuLan: a joint music/text embedding (audio tower, text tower, contrastive training)."""
