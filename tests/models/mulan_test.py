@@ -71,7 +71,7 @@ def _single_device_grads():
 def test_zeros_batch_and_crop():
   batch = MODEL.zeros_batch(3)
   assert batch["audio"].shape == batch["audio_mask"].shape == (3, SAMPLES)
-  assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 16)
+  assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 64)
   assert batch["text_ids"].dtype == batch["text_mask"].dtype == jnp.int32
   assert MuLanModel.name == "mulan"
   assert MuLanModel(MuLanConfig.tiny()).crop_samples == 48000  # one 2 s window

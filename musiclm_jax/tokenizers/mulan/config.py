@@ -147,12 +147,12 @@ class AudioTowerConfig:
 
   @classmethod
   def tiny(cls) -> AudioTowerConfig:
-    """For CPU tests: 2 s windows, 32 mels at 50 Hz, two basic blocks of widths 8 and 16."""
+    """For CPU tests: 2 s windows, 32 mels at 50 Hz, two basic blocks of widths 16 and 32."""
     return cls(
       stage_depths=(1, 1),
-      stage_widths=(8, 16),
+      stage_widths=(16, 32),
       block_type="basic",
-      stem_channels=8,
+      stem_channels=16,
       stem_kernel_size=3,
       stem_pool=False,
       norm_groups=4,
@@ -214,8 +214,13 @@ class MuLanConfig:
 
   @classmethod
   def tiny(cls) -> MuLanConfig:
-    """For CPU tests: the tiny towers."""
-    return cls(audio=AudioTowerConfig.tiny(), text=TextTowerConfig.tiny())
+    """For CPU tests: the tiny towers; whole rendered-music captions (64 tokens, 512 ids).
+
+    Measured on held-out rendered music: with 16-token captions and audio widths (8, 16),
+    text→audio recall@5 stayed near 2× chance; with these settings it reaches about 4×.
+    """
+    text = dataclasses.replace(TextTowerConfig.tiny(vocab_size=512), max_length=64)
+    return cls(audio=AudioTowerConfig.tiny(), text=text)
 
   @classmethod
   def base(cls) -> MuLanConfig:
