@@ -1,0 +1,105 @@
+"""MuLan conditioning tokens: embeddings of audio (training) or text (inference) → RVQ ids.
+
+    audio [b, samples] ─► clip embedding (mean over windows) ─┐
+                                                              ├─► RVQ (12 × 1024) ─► ids [b, 12]
+    captions ─► text tokenizer ─► text tower ─────────────────┘
+
+The same quantizer serves both modalities: that is the conditioning swap of MusicLM (DESIGN §2).
+Build one with `mulan_quantizer_job.load_mulan_tokenizer(mulan_dir, quantizer_dir)`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from musiclm_jax.tokenizers.mulan import audio_tower
+from musiclm_jax.tokenizers.mulan.config import MuLanConfig
+from musiclm_jax.tokenizers.mulan.model import MuLan
+from musiclm_jax.tokenizers.mulan.text_tokenizer import TextTokenizer
+from musiclm_jax.tokenizers.rvq import ResidualVectorQuantizer, RVQConfig
+
+PyTree = Any
+
+
+class MuLanTokenizer:
+  """Audio and text embeddings of a trained MuLan and their RVQ tokens.
+
+  Args:
+    config: the MuLan architecture.
+    params: its (unboxed) parameters.
+    rvq: the quantizer's settings (dim = config.embed_dim).
+    rvq_variables: the fitted codebooks ({'quantizer': ...}).
+    text_tokenizer: the tokenizer the text tower was trained with.
+  """
+
+  def __init__(
+    self,
+    config: MuLanConfig,
+    params: PyTree,
+    rvq: RVQConfig,
+    rvq_variables: PyTree,
+    text_tokenizer: TextTokenizer,
+  ):
+    if rvq.dim != config.embed_dim:
+      raise ValueError(f"RVQ dim {rvq.dim} differs from MuLan's embed_dim {config.embed_dim}.")
+    self.config, self.rvq, self.text_tokenizer = config, rvq, text_tokenizer
+    self._params, self._rvq_variables = params, rvq_variables
+    module, quantizer = MuLan(config), ResidualVectorQuantizer(rvq)
+    embed = functools.partial(module.apply, method=MuLan.embed_audio)
+
+    def audio_embedding(params, audio):
+      window = functools.partial(lambda p, a: embed({"params": p}, a), params)
+      cfg = config.audio
+      return audio_tower.clip_embedding(window, audio, cfg.window_samples, cfg.hop_samples)
+
+    self._audio_embedding = jax.jit(audio_embedding)
+    self._text_embedding = jax.jit(
+      lambda params, ids, mask: module.apply({"params": params}, ids, mask, method=MuLan.embed_text)
+    )
+    self._encode = jax.jit(
+      lambda variables, x: quantizer.apply(variables, x, method=ResidualVectorQuantizer.encode)
+    )
+
+  @property
+  def num_levels(self) -> int:
+    return self.rvq.num_levels
+
+  @property
+  def codebook_size(self) -> int:
+    return self.rvq.codebook_size
+
+  def audio_embedding(self, audio: np.ndarray) -> np.ndarray:
+    """Clip embeddings: [batch, samples] float audio (finite) → float32 [batch, embed_dim]."""
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 2:
+      raise ValueError(f"audio must be [batch, samples]; got shape {audio.shape}.")
+    bad = ~np.isfinite(audio).all(axis=1)
+    if bad.any():
+      raise ValueError(f"audio rows {np.flatnonzero(bad).tolist()} hold NaN or inf samples.")
+    return np.asarray(self._audio_embedding(self._params, audio))
+
+  def text_embedding(self, texts: Sequence[str]) -> np.ndarray:
+    """Caption embeddings: texts → float32 [batch, embed_dim] (empty captions are refused)."""
+    ids, mask = self.text_tokenizer.encode_batch(list(texts), self.config.text.max_length)
+    return np.asarray(self._text_embedding(self._params, ids, mask))
+
+  def tokens(self, embeddings: np.ndarray) -> np.ndarray:
+    """[batch, embed_dim] embeddings → int32 [batch, num_levels] in [0, codebook_size)."""
+    return np.asarray(self._encode(self._rvq_variables, np.asarray(embeddings, np.float32)))
+
+  def audio_tokens(self, audio: np.ndarray) -> np.ndarray:
+    """The conditioning tokens of training: [batch, samples] → int32 [batch, num_levels]."""
+    return self.tokens(self.audio_embedding(audio))
+
+  def text_tokens(self, texts: Sequence[str]) -> np.ndarray:
+    """The conditioning tokens of inference: captions → int32 [batch, num_levels]."""
+    return self.tokens(self.text_embedding(texts))
+
+  def mcc(self, texts: Sequence[str], audio: np.ndarray) -> np.ndarray:
+    """MuLan cycle consistency: cosine of each caption's and its clip's embedding, [batch]."""
+    return np.sum(self.text_embedding(texts) * self.audio_embedding(audio), axis=-1)
