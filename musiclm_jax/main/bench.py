@@ -1,6 +1,7 @@
 """`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`, `bench codec
 --gin_file=gin/models/soundstream/paper.gin [...]`, `bench semantic
---gin_file=gin/models/w2v_bert/paper.gin [...]` and `bench render`: speed figures for
+--gin_file=gin/models/w2v_bert/paper.gin [...]`, `bench mulan --gin_file=gin/models/mulan/paper.gin`
+and `bench render`: speed figures for
 BENCHMARKS.md; `bench codec-quality --model_dir=... --data_dir=...`: a trained codec against Opus
 on held-out clips."""
 
@@ -87,6 +88,20 @@ def _bench_semantic(args: argparse.Namespace) -> int:
   return 0
 
 
+def _bench_mulan(args: argparse.Namespace) -> int:
+  from musiclm_jax import mulan_benchmarks
+
+  config = gin_utils.macro("MULAN_CONFIG")
+  print(
+    f"mulan: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU cores; "
+    f"{config.audio.window_seconds:g} s windows, {config.text.max_length}-token captions"
+  )
+  rows = mulan_benchmarks.bench_mulan(config, batch_sizes=args.batch_sizes, repeats=args.repeats)
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
 def _bench_codec_quality(args: argparse.Namespace) -> int:
   from musiclm_jax import codec_quality, codec_train_job
   from musiclm_jax.data.audio_batches import AudioSource
@@ -101,7 +116,8 @@ def _bench_codec_quality(args: argparse.Namespace) -> int:
     f"vs Opus on {len(clips)} {args.split} clips × {args.seconds:g} s of {args.dataset}"
   )
   rows = codec_quality.compare_with_opus(codec, clips)
-  _print_rows([{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  cells = [{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+  _print_rows([{k: "-" if v is None else v for k, v in r.items()} for r in cells])
   _write_json(args.out, f"{os.cpu_count()} CPU cores", rows)
   return 0
 
@@ -110,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax bench")
   parser.add_argument(
-    "what", choices=["train", "decode", "codec", "codec-quality", "semantic", "render"]
+    "what", choices=["train", "decode", "codec", "codec-quality", "semantic", "mulan", "render"]
   )
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
@@ -142,6 +158,8 @@ def main(argv: Sequence[str]) -> int:
     return _bench_codec(args)
   if args.what == "semantic":
     return _bench_semantic(args)
+  if args.what == "mulan":
+    return _bench_mulan(args)
   model = gin_utils.macro("MODEL")
   print(
     f"device: {jax.devices()[0].device_kind} × {jax.device_count()}; model {model.name}, "

@@ -1,4 +1,4 @@
-"""Smoke test of `musiclm-jax bench semantic`: gin W2V_BERT_CONFIG -> tokenization speed JSON."""
+"""Smoke tests of `musiclm-jax bench semantic` and `bench mulan`: gin config -> speed JSON."""
 
 from __future__ import annotations
 
@@ -31,3 +31,15 @@ def test_bench_semantic_writes_positive_figures(tmp_path, capsys):
   for row in rows:
     assert row["tokenize_s"] > 0 and row["audio_seconds_per_s"] > 0
     assert row["audio_seconds_per_s"] == pytest.approx(row["batch"] / row["tokenize_s"])
+
+
+def test_bench_mulan_writes_positive_figures(tmp_path, capsys):
+  out = tmp_path / "mulan.json"
+  args = ["--gin_file=gin/models/mulan/tiny.gin", "--batch_sizes=1,2", "--repeats=2"]
+  assert cli.main(["bench", "mulan", *args, f"--out={out}"]) == 0
+  assert "captions_per_s" in capsys.readouterr().out
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["batch"] for r in rows] == [1, 2]
+  for row in rows:
+    assert row["audio_s"] > 0 and row["text_s"] > 0
+    assert row["audio_seconds_per_s"] == pytest.approx(row["batch"] * 2.0 / row["audio_s"])
