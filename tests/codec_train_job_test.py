@@ -134,8 +134,11 @@ def test_metadata_round_trips_the_architecture():
 @pytest.mark.slow
 def test_codec_learns_rendered_music(source, tmp_path):
   """Bounded-step learning on real (rendered) music: the eval mel distance of reconstructions
-  falls well below that of the initial codec. (That 12 levels decode better than 1 is NOT yet
-  reached at this size and step count; see the issue notes. The per-level numbers are printed.)"""
+  falls well below that of the initial codec. The per-level numbers are printed, not asserted:
+  at this size and step count the decoder barely uses the codes (decoding frame-shuffled codes is
+  only 1-4% worse than the true ones) and the error is dominated by the quietest mel bins, so
+  12 levels vs 1 is within noise: measured 1 → 12 levels 2.45 → 2.25 without quantizer dropout at
+  lr 1e-3, but 2.17 → 2.25 at lr 3e-3 and 2.26 → 2.29 with dropout at lr 3e-3 (see issue 4)."""
   config = SoundStreamConfig.tiny()
   config = dataclasses.replace(
     config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)

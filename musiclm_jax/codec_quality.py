@@ -1,0 +1,217 @@
+"""Reconstruction quality of a trained SoundStream codec next to Opus, on held-out clips.
+
+`compare_with_opus(codec, clips)` decodes every clip with the codec at a few numbers of RVQ levels
+(1, the 4 coarse levels, all) and round-trips it through Opus (`opusenc`/`opusdec` of opus-tools)
+at 6 and 12 kbps, then scores each reconstruction against the original with the training metric
+`mel_distance` (mean |Δ log-mel|, lower is better) and SI-SNR (dB, higher is better). `musiclm-jax
+bench codec-quality` prints the table for BENCHMARKS.md.
+
+Opus codes 48 kHz internally, so 24 kHz clips are resampled up with soxr, encoded, decoded at 48
+kHz (opusdec removes the encoder's pre-skip and trims to the original length using the final
+granule position), resampled back down and cut or zero-padded to exactly the input length.
+`opus_round_trip` at a high bitrate gives an SI-SNR of > 20 dB, which checks that alignment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from musiclm_jax.data import audio_io
+from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
+from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
+from musiclm_jax.tokenizers.soundstream.losses import mel_distance
+
+OPUS_RATE = 48_000
+DEFAULT_OPUS_KBPS = (6.0, 12.0)
+OPUS_PACKAGE = "opus-tools"
+# Clips per codec call: bounds the activation memory of long clips.
+_CODEC_BATCH = 8
+
+
+def si_snr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+  """Scale-invariant signal-to-noise ratio in dB, per clip (Le Roux et al., 2019).
+
+  Both signals are made zero-mean; the reference is scaled to its projection on the estimate's
+  direction, s_t = (<ŝ, s> / ||s||²) s, and SI-SNR = 10 log10(||s_t||² / ||ŝ - s_t||²). Gains
+  of the estimate do not change it; added noise or distortion lowers it. 0 dB: the error is as
+  loud as the part of the estimate explained by the reference.
+
+  Args:
+    estimate: [n, samples] (or [samples]) reconstructed audio.
+    reference: the original audio, same shape.
+    eps: floor of the energies (a silent reference or a perfect estimate stays finite).
+  Returns:
+    float64 [n] (or a scalar for 1-D input) SI-SNR in dB.
+  """
+  estimate, reference = np.asarray(estimate, np.float64), np.asarray(reference, np.float64)
+  if estimate.shape != reference.shape:
+    raise ValueError(f"si_snr needs one shape, got {estimate.shape} and {reference.shape}.")
+  estimate = estimate - estimate.mean(axis=-1, keepdims=True)
+  reference = reference - reference.mean(axis=-1, keepdims=True)
+  scale = np.sum(estimate * reference, axis=-1, keepdims=True) / (
+    np.sum(reference**2, axis=-1, keepdims=True) + eps
+  )
+  target = scale * reference
+  noise = estimate - target
+  return 10.0 * np.log10((np.sum(target**2, axis=-1) + eps) / (np.sum(noise**2, axis=-1) + eps))
+
+
+def _opus_tools() -> tuple[str, str]:
+  tools = shutil.which("opusenc"), shutil.which("opusdec")
+  if None in tools:
+    raise FileNotFoundError(
+      "opusenc/opusdec not found on PATH; install the Debian package "
+      f"'{OPUS_PACKAGE}' (apt-get install {OPUS_PACKAGE}, or `make system-deps` as root)."
+    )
+  return tools
+
+
+def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
+  """Cuts or zero-pads the end of [samples] audio to exactly `length` samples."""
+  if len(audio) >= length:
+    return audio[:length]
+  return np.pad(audio, (0, length - len(audio)))
+
+
+def opus_round_trip(audio: np.ndarray, sample_rate: int, kbps: float) -> np.ndarray:
+  """Encodes and decodes one mono clip with Opus (hard CBR at `kbps`) via opus-tools.
+
+  Args:
+    audio: [samples] float audio in [-1, 1] at `sample_rate`.
+    sample_rate: Hz of the input (and of the output).
+    kbps: Opus bitrate in kbit/s (6 to 256 for mono).
+  Returns:
+    float32 [samples]: the decoded audio at `sample_rate`, sample-aligned with the input.
+  Raises:
+    FileNotFoundError: opus-tools is not installed (names the package).
+    subprocess.CalledProcessError: opusenc or opusdec failed.
+  """
+  opusenc, opusdec = _opus_tools()
+  audio = np.asarray(audio, np.float32)
+  upsampled = audio_io.resample(audio, sample_rate, OPUS_RATE)
+  with tempfile.TemporaryDirectory(prefix="opus_") as tmp:
+    wav, opus, raw = (os.path.join(tmp, name) for name in ("in.wav", "out.opus", "out.f32"))
+    audio_io.write_wav(wav, upsampled, OPUS_RATE, subtype="PCM_24")
+    encode = [opusenc, "--quiet", "--hard-cbr", "--bitrate", f"{kbps:g}", wav, opus]
+    subprocess.run(encode, check=True, capture_output=True)
+    decode = [opusdec, "--quiet", "--rate", str(OPUS_RATE), "--float", opus, raw]
+    subprocess.run(decode, check=True, capture_output=True)
+    decoded = np.fromfile(raw, dtype="<f4")
+  decoded = _fit_length(decoded, len(upsampled))
+  return _fit_length(audio_io.resample(decoded, OPUS_RATE, sample_rate), len(audio))
+
+
+def codec_kbps(codec: SoundStreamCodec, levels: int) -> float:
+  """Bitrate of `levels` RVQ levels: levels × log2(codebook_size) × frame_rate, in kbit/s."""
+  return levels * math.log2(codec.codebook_size) * codec.frame_rate / 1000.0
+
+
+def codec_reconstructions(
+  codec: SoundStreamCodec, clips: np.ndarray, levels: Sequence[int]
+) -> dict[int, np.ndarray]:
+  """Encode once, decode with each number of levels.
+
+  Args:
+    codec: a trained (or random) codec.
+    clips: [n, samples] float audio at `codec.sample_rate`.
+    levels: numbers of leading RVQ levels to decode with.
+  Returns:
+    {levels: float32 [n, samples]} reconstructions, cut to the clips' length.
+  """
+  out = {n: [] for n in levels}
+  for start in range(0, len(clips), _CODEC_BATCH):
+    batch = clips[start : start + _CODEC_BATCH]
+    codes = codec.encode(batch)
+    for n in levels:
+      decoded = np.asarray(codec.decode(codes[..., :n]))[:, : batch.shape[-1]]
+      out[n].append(decoded)
+  return {n: np.concatenate(parts) for n, parts in out.items()}
+
+
+def score(
+  reconstructions: np.ndarray, clips: np.ndarray, sample_rate: int
+) -> dict[str, np.ndarray]:
+  """Per-clip metrics of [n, samples] reconstructions against the [n, samples] clips.
+
+  Returns:
+    {'mel_distance': float [n] (training metric, lower is better),
+     'si_snr_db': float [n] (higher is better)}.
+  """
+  distance = mel_distance(jnp.asarray(reconstructions), jnp.asarray(clips), sample_rate)
+  return {"mel_distance": np.asarray(distance), "si_snr_db": si_snr(reconstructions, clips)}
+
+
+def _row(system: str, kbps: float, metrics: dict[str, np.ndarray], **extra) -> dict:
+  return {
+    "system": system,
+    **extra,
+    "kbps": round(kbps, 3),
+    "mel_distance": float(np.mean(metrics["mel_distance"])),
+    "si_snr_db": float(np.mean(metrics["si_snr_db"])),
+    "num_clips": len(metrics["mel_distance"]),
+  }
+
+
+def default_levels(codec: SoundStreamCodec) -> tuple[int, ...]:
+  """1 level, the 4 coarse levels and all levels (those that exist, without repeats)."""
+  return tuple(sorted({n for n in (1, 4, codec.num_levels) if n <= codec.num_levels}))
+
+
+def compare_with_opus(
+  codec: SoundStreamCodec,
+  clips: np.ndarray,
+  levels: Sequence[int] | None = None,
+  opus_kbps: Sequence[float] = DEFAULT_OPUS_KBPS,
+  round_trip: Callable[[np.ndarray, int, float], np.ndarray] = opus_round_trip,
+) -> list[dict]:
+  """The quality table: the codec at each number of levels, then Opus at each bitrate.
+
+  Args:
+    codec: the codec to judge (e.g. `codec_train_job.load_codec(model_dir)`).
+    clips: [n, samples] held-out float audio at `codec.sample_rate`.
+    levels: RVQ levels to decode with (default `default_levels(codec)`).
+    opus_kbps: Opus bitrates in kbit/s.
+    round_trip: (audio [samples], sample_rate, kbps) -> decoded [samples]; Opus by default.
+  Returns:
+    One dict per system, codec rows first: system ('soundstream' or 'opus'), levels (codec rows),
+    kbps, mel_distance and si_snr_db (means over clips), num_clips.
+  """
+  clips = np.asarray(clips, np.float32)
+  if clips.ndim != 2 or not clips.size:
+    raise ValueError(f"Expected clips [n, samples], got shape {clips.shape}.")
+  sr = codec.sample_rate
+  rows = []
+  decoded = codec_reconstructions(codec, clips, levels or default_levels(codec))
+  for n, audio in decoded.items():
+    rows.append(_row("soundstream", codec_kbps(codec, n), score(audio, clips, sr), levels=n))
+  for kbps in opus_kbps:
+    audio = np.stack([round_trip(clip, sr, kbps) for clip in clips])
+    rows.append(_row("opus", kbps, score(audio, clips, sr), levels=None))
+  return rows
+
+
+def held_out_clips(
+  source: AudioSource, split: str = "eval", num_clips: int = 16, seconds: float = 4.0
+) -> np.ndarray:
+  """The first `num_clips` windows of `seconds` from the start of each clip of `split` (in file
+  order; near-silent windows skipped), as float32 [num_clips, samples] at the source's rate.
+
+  Raises:
+    ValueError: the split holds fewer clips.
+  """
+  samples = int(round(seconds * source.sample_rate))
+  dataset = audio_crop_dataset(
+    source, split=split, crop_samples=samples, batch_size=1, seed=0, shuffle=False, num_epochs=1
+  )
+  clips = [batch["audio"][0] for _, batch in zip(range(num_clips), dataset.as_numpy_iterator())]
+  if len(clips) < num_clips:
+    raise ValueError(f"Split {split!r} of {source.name} has only {len(clips)} usable clips.")
+  return np.stack(clips)
