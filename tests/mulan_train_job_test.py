@@ -160,3 +160,31 @@ def test_pretrained_text_tower_starts_from_the_imported_weights(source, tmp_path
   for key in word:
     saved, expected = saved[key], expected[key]
   np.testing.assert_allclose(saved, expected, rtol=0, atol=1e-6)  # lr 0: still the import
+
+
+@pytest.mark.slow
+def test_quantizer_fit_resumes_exactly(source, tmp_path):
+  _train(source, tmp_path / "mulan", 1, batch_size=4, eval_split=None)
+  rvq = RVQConfig(num_levels=2, codebook_size=4, dim=128, quantizer_dropout=False)
+
+  def fit(output_dir, num_steps):
+    mulan_quantizer_job.fit_mulan_quantizer(
+      mulan_dir=str(tmp_path / "mulan"),
+      source=source,
+      output_dir=str(output_dir),
+      rvq=rvq,
+      num_steps=num_steps,
+      batch_size=8,
+      checkpoint=CheckpointConfig(save_interval_steps=2, **NO_SIGTERM),
+      log_every_steps=2,
+    )
+    return mulan_quantizer_job.load_mulan_tokenizer(str(tmp_path / "mulan"), str(output_dir))
+
+  straight = fit(tmp_path / "straight", 4)
+  fit(tmp_path / "resumed", 2)
+  resumed = fit(tmp_path / "resumed", 4)  # restores step 2: codebooks and data position
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    straight.rvq_variables,
+    resumed.rvq_variables,
+  )

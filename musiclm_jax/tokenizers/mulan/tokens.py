@@ -66,6 +66,11 @@ class MuLanTokenizer:
     )
 
   @property
+  def rvq_variables(self) -> PyTree:
+    """The fitted codebooks ({'quantizer': ...})."""
+    return self._rvq_variables
+
+  @property
   def num_levels(self) -> int:
     return self.rvq.num_levels
 
