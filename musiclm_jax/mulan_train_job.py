@@ -24,7 +24,7 @@ from absl import logging
 from clu import metric_writers
 
 from musiclm_jax import architecture, train_loop
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.evaluation.retrieval import recall_at_k
 from musiclm_jax.models.mulan import MuLanModel
@@ -309,18 +309,11 @@ def load_mulan(model_dir: str, step: int | None = None) -> TrainedMuLan:
     CheckpointMismatchError: the checkpoint is not a MuLan model.
   """
   directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:
-    metadata = reader.saved_metadata(step)
-    step = reader.latest_step() if step is None else step
-    if metadata.get("model") != MuLanModel.name:
-      raise CheckpointMismatchError(
-        f"{directory} holds a {metadata.get('model')!r} checkpoint, not a MuLan model."
-      )
-    params = reader.restore_params(step)
+  metadata, params, step = train_loop.load_trained_params(
+    directory, MuLanModel.name, "a MuLan model", step
+  )
   tokenizer_path = os.path.join(model_dir, TOKENIZER_FILE)
   if not os.path.exists(tokenizer_path):
     raise FileNotFoundError(f"{tokenizer_path} is missing: MuLan's text tokenizer is saved there.")
   model = MuLanModel(architecture.from_json(MuLanConfig, metadata["architecture"]))
-  return TrainedMuLan(
-    model, jax.device_get(params), TextTokenizer.from_file(tokenizer_path), step, directory
-  )
+  return TrainedMuLan(model, params, TextTokenizer.from_file(tokenizer_path), step, directory)

@@ -88,14 +88,8 @@ def evaluate(
   trainer: Trainer, params: Any, task: str | seqio.Task, split: str, num_batches: int, seed: int
 ) -> dict[str, float]:
   """Per-token loss/accuracy over the first `num_batches` batches of `split` (no shuffling)."""
-  summed = None
   batches = _batches(task, trainer.model, split, trainer.batch_size, seed, 0, shuffle=False)
-  for _, batch in zip(range(num_batches), batches, strict=False):
-    metrics = trainer.eval_step(params, trainer.partitioner.shard_batch(batch))
-    summed = metrics if summed is None else jax.tree.map(lambda a, b: a + b, summed, metrics)
-  if summed is None:
-    raise ValueError(f"Split {split!r} of {task} produced no batch of {trainer.batch_size}.")
-  return trainer.summarize_eval(jax.device_get(summed))
+  return trainer.evaluate(params, batches, num_batches, f"Split {split!r} of {task}")
 
 
 def train(

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from musiclm_jax import hardware
-from musiclm_jax.checkpoints import Checkpointer
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 
 PyTree = Any
@@ -117,6 +117,29 @@ def restore_or_init(
   state, extra = checkpointer.restore(trainer.abstract_state)
   logging.info("Resumed from %s step %d.", checkpointer.directory, int(state.step))
   return state, int(extra.get("data_batches", int(state.step)))
+
+
+def load_trained_params(
+  checkpoint_dir: str, model_name: str, what: str, step: int | None = None
+) -> tuple[dict[str, Any], PyTree, int]:
+  """(saved metadata, params on the host, step) of a trained `model_name` in `checkpoint_dir`.
+
+  The loaders of the trained audio models share this: the architecture comes from the metadata,
+  the weights are read whatever optimizer state was saved with them.
+
+  Raises:
+    FileNotFoundError: no complete checkpoint (or not `step`).
+    CheckpointMismatchError: the checkpoint holds another model (named `what` in the message).
+  """
+  with Checkpointer(checkpoint_dir, CheckpointConfig(save_on_sigterm=False)) as reader:
+    metadata = reader.saved_metadata(step)
+    step = reader.latest_step() if step is None else step
+    if metadata.get("model") != model_name:
+      raise CheckpointMismatchError(
+        f"{checkpoint_dir} holds a {metadata.get('model')!r} checkpoint, not {what}."
+      )
+    params = reader.restore_params(step)
+  return metadata, jax.device_get(params), step
 
 
 def write_final_metrics(model_dir: str, step: int, scalars: dict[str, float]) -> dict[str, float]:

@@ -7,7 +7,7 @@ The trainer compiles; a job's loop (`train_loop.py`) drives it. A model is anyth
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import flax.struct
@@ -229,6 +229,22 @@ class Trainer:
     """Summed eval metrics of one batch (add across batches, then `summarize_eval`)."""
     with self.partitioner.activate():
       return self._eval_step(params, batch)
+
+  def evaluate(
+    self, params: PyTree, batches: Iterable[Batch], num_batches: int, what: str
+  ) -> dict[str, float]:
+    """Reported eval metrics over the first `num_batches` of `batches` (host numpy batches).
+
+    Raises:
+      ValueError: `batches` (described by `what` in the message) yields no batch.
+    """
+    summed = None
+    for _, batch in zip(range(num_batches), batches, strict=False):
+      metrics = self.eval_step(params, self.partitioner.shard_batch(batch))
+      summed = metrics if summed is None else jax.tree.map(lambda a, b: a + b, summed, metrics)
+    if summed is None:
+      raise ValueError(f"{what} produced no batch of {self.batch_size}.")
+    return self.summarize_eval(jax.device_get(summed))
 
   def summarize_eval(self, summed: Mapping[str, jax.Array]) -> dict[str, float]:
     """Reported eval metrics from metrics summed over batches."""

@@ -20,7 +20,7 @@ import jax
 from clu import metric_writers
 
 from musiclm_jax import architecture, train_loop
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
@@ -75,13 +75,7 @@ def evaluate_w2v_bert(
   batches = train_loop.host_audio_batches(
     source, split, crop, trainer.batch_size, seed, 0, shuffle=False, features=_FEATURES
   )
-  summed = None
-  for _, batch in zip(range(num_batches), batches, strict=False):
-    metrics = trainer.eval_step(params, trainer.partitioner.shard_batch(batch))
-    summed = metrics if summed is None else jax.tree.map(lambda a, b: a + b, summed, metrics)
-  if summed is None:
-    raise ValueError(f"Split {split!r} of {source.name} produced no batch of {trainer.batch_size}.")
-  return trainer.summarize_eval(jax.device_get(summed))
+  return trainer.evaluate(params, batches, num_batches, f"Split {split!r} of {source.name}")
 
 
 def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> str:
@@ -188,13 +182,8 @@ def load_w2v_bert(model_dir: str, step: int | None = None) -> TrainedW2VBert:
     CheckpointMismatchError: the checkpoint is not a w2v-BERT model.
   """
   directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:
-    metadata = reader.saved_metadata(step)
-    step = reader.latest_step() if step is None else step
-    if metadata.get("model") != W2VBertModel.name:
-      raise CheckpointMismatchError(
-        f"{directory} holds a {metadata.get('model')!r} checkpoint, not a w2v-BERT model."
-      )
-    params = reader.restore_params(step)
+  metadata, params, step = train_loop.load_trained_params(
+    directory, W2VBertModel.name, "a w2v-BERT model", step
+  )
   model = W2VBertModel(architecture.from_json(W2VBertConfig, metadata["architecture"]))
-  return TrainedW2VBert(model, jax.device_get(params), step, directory)
+  return TrainedW2VBert(model, params, step, directory)
