@@ -12,6 +12,7 @@ verbs:
   compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
   bench       benchmarks: `bench train` / `bench decode`
   quickstart  the largest real job on an embedded default (tiny stage LMs)
+  tokenize    cache the token streams of audio datasets (seqio cache job on Apache Beam)
   render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
   build-data  build a TFDS dataset: musiccaps, audio_folder or rendered_music
   spectrogram waveform + log-mel PNGs of audio files
@@ -42,6 +43,12 @@ def _quickstart(argv):
   return quickstart.main(argv)
 
 
+def _tokenize(argv):
+  from musiclm_jax.main import tokenize
+
+  return tokenize.main(argv)
+
+
 def _render(argv):
   from musiclm_jax.main import render
 
@@ -65,6 +72,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "compile": _compile,
   "bench": _bench,
   "quickstart": _quickstart,
+  "tokenize": _tokenize,
   "render": _render,
   "build-data": _build_data,
   "spectrogram": _spectrogram,
