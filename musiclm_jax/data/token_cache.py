@@ -43,11 +43,25 @@ from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 COMPLETED = "COMPLETED"
 
 
+TMP_PREFIX = ".tmp-"
+
+
 def _write_atomic(path: str, write_fn) -> None:
-  """Writes through a temporary sibling and renames it: readers see all of it or nothing."""
-  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+  """Writes through a temporary sibling and renames it: readers see all of it or nothing.
+
+  The temporary name starts with `TMP_PREFIX`, so no reader's file pattern (seqio's
+  `<split>.tfrecord-*-of-*N`) can match a half-written file left by a killed worker.
+  """
+  directory, name = os.path.split(path)
+  tmp = os.path.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}")
   write_fn(tmp)
   tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _remove_leftovers(task_dir: str) -> None:
+  """Deletes temporary files of workers killed mid-write (their shards are redone)."""
+  for path in tf.io.gfile.glob(os.path.join(task_dir, TMP_PREFIX + "*")):
+    tf.io.gfile.remove(path)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -115,15 +129,14 @@ def merge_stats(shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
   `audio_seconds` and `code_usage`: per family, per level, the used codes and the perplexity
   (exp of the entropy of the code distribution).
   """
-  merged: dict[str, Any] = {"examples": 0, "audio_seconds": 0.0, "semantic_max_tokens": 0}
-  for key in ("semantic_tokens", "acoustic_tokens", "mulan_tokens"):
-    merged[key] = sum(s[key] for s in shards)
-  merged["examples"] = sum(s["examples"] for s in shards)
-  merged["audio_seconds"] = sum(s["audio_seconds"] for s in shards)
+  merged: dict[str, Any] = {
+    key: sum(s[key] for s in shards)
+    for key in ("examples", "audio_seconds", "semantic_tokens", "acoustic_tokens", "mulan_tokens")
+  }
   merged["semantic_max_tokens"] = max((s["semantic_max_tokens"] for s in shards), default=0)
   usage = {}
-  for family in (MULAN, SEMANTIC, ACOUSTIC):
-    counts = sum(np.asarray(s["histograms"][family], np.float64) for s in shards)
+  for family in (MULAN, SEMANTIC, ACOUSTIC) if shards else ():
+    counts = np.sum([np.asarray(s["histograms"][family], np.float64) for s in shards], axis=0)
     p = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=1)
     usage[family] = {
@@ -202,6 +215,7 @@ def _claim_directory(task_dir: str, identity: dict[str, Any], overwrite: bool) -
       logging.warning("Overwriting the token cache %s (other tokenizers).", task_dir)
       tf.io.gfile.rmtree(task_dir)
   tf.io.gfile.makedirs(task_dir)
+  _remove_leftovers(task_dir)
   _write_json(os.path.join(task_dir, token_tasks.IDENTITY_FILE), identity)
 
 

@@ -350,13 +350,24 @@ class TokenStreamSource(seqio.DataSource):
     if not len(order):
       raise ValueError(f"{self._spec.name} {split}: no shard for {shard_info} of {num_shards}")
     cycle = min(self._interleave, len(order)) if shuffle else 1
+    tokens = bundle_levels(self._spec.bundle)
     if self._use_cached:
       files = [shard_file(task_dir, split, int(i), num_shards) for i in order]
-      dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=cycle
-      )
-      dataset = dataset.map(_parse_fn(bundle_levels(self._spec.bundle)), num_parallel_calls=tf.data.AUTOTUNE)
+      read_shard = tf.data.TFRecordDataset
+      shards = tf.data.Dataset.from_tensor_slices(files)
     else:
-      shards = [source_shard(self._spec, split, int(i), num_shards) for i in order]
-      dataset = functools.reduce(lambda a, b: a.concatenate(b), shards)
+
+      def generate(index):
+        yield from source_shard(self._spec, split, int(index), num_shards).as_numpy_iterator()
+
+      def read_shard(index):
+        return tf.data.Dataset.from_generator(
+          generate, args=(index,), output_signature=_stream_signature(tokens)
+        )
+
+      shards = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
+    # The same interleave of the same shard order on both paths: the same example order.
+    dataset = shards.interleave(read_shard, cycle_length=cycle, block_length=1)
+    if self._use_cached:
+      dataset = dataset.map(_parse_fn(tokens), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.repeat(num_epochs)

@@ -32,13 +32,16 @@ def _selected(specs: dict, patterns: Sequence[str]) -> dict:
 def _summary(name: str, report: dict) -> str:
   lines = [f"{name}:"]
   for split, stats in report.items():
-    usage = stats["code_usage"]
-    lines.append(
+    line = (
       f"  {split}: {stats['finished_shards']}/{stats['num_shards']} shards, "
-      f"{stats['examples']} clips, {stats['audio_seconds']:.1f} audio-s; used codes "
-      f"semantic {usage['semantic']['used_codes'][0]}, acoustic level 1 "
-      f"{usage['acoustic']['used_codes'][0]}, mulan level 1 {usage['mulan']['used_codes'][0]}"
+      f"{stats['examples']} clips, {stats['audio_seconds']:.1f} audio-s"
     )
+    usage = stats["code_usage"]
+    if usage:
+      line += "; codes used: " + ", ".join(
+        f"{family} {usage[family]['used_codes'][0]}" for family in ("semantic", "acoustic", "mulan")
+      ) + " (first level)"
+    lines.append(line)
   return "\n".join(lines)
 
 
@@ -70,5 +73,5 @@ def main(argv: Sequence[str]) -> int:
       max_shards=args.max_shards,
     )
     print(_summary(name, report))
-    print(json.dumps({name: {s: {k: v for k, v in r.items() if k != "code_usage"} for s, r in report.items()}}))
+    print(json.dumps({name: report}))
   return 0

@@ -109,7 +109,11 @@ def resolve_config(
 
 
 def _download_config(
-  manual_dir: str, beam_runner: str | None, beam_options: Sequence[str] | None, overwrite: bool
+  manual_dir: str,
+  beam_runner: str | None,
+  beam_options: Sequence[str] | None,
+  overwrite: bool,
+  num_shards: int | None = None,
 ) -> tfds.download.DownloadConfig:
   options = None
   if beam_options:
@@ -122,6 +126,7 @@ def _download_config(
     beam_runner=beam_runner,
     beam_options=options,
     download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
+    num_shards=num_shards,
   )
 
 
@@ -135,6 +140,7 @@ def build_dataset(
   beam_options: list[str] | None = None,
   overrides: dict | None = None,
   overwrite: bool = False,
+  num_shards: int | None = None,
 ) -> BuildResult:
   """Builds (or finds already built) one audio+caption dataset.
 
@@ -148,6 +154,8 @@ def build_dataset(
     overrides: config fields (sample_rate, max_seconds, min_seconds, normalization) and
       builder kwargs (e.g. manifest, render_num_clips).
     overwrite: rebuild even if the dataset exists.
+    num_shards: files per split (None: TFDS sizes them). Each file is one unit of work of the
+      token cache job, so more files tokenize on more workers.
 
   Returns:
     The BuildResult.
@@ -164,7 +172,7 @@ def build_dataset(
   )
   reused = builder.is_prepared() and not overwrite
   builder.download_and_prepare(
-    download_config=_download_config(manual_dir, beam_runner, beam_options, overwrite)
+    download_config=_download_config(manual_dir, beam_runner, beam_options, overwrite, num_shards)
   )
   report_path = epath.Path(builder.data_dir) / base.REPORT_NAME
   return BuildResult(
