@@ -101,13 +101,10 @@ class _ShardStats:
     frames = len(example[SEMANTIC])
     self.frames += frames
     self.max_frames = max(self.max_frames, frames)
-    for family, codes in ((MULAN, example[MULAN][None, :]), (SEMANTIC, example[SEMANTIC][None, :])):
-      for level, row in enumerate(codes):
-        self.histograms[family][level] += np.bincount(row, minlength=self.histograms[family].shape[1])
-    for level in range(self.tokens.acoustic_levels):
-      self.histograms[ACOUSTIC][level] += np.bincount(
-        example[ACOUSTIC][:, level], minlength=self.tokens.acoustic_codebook_size
-      )
+    np.add.at(self.histograms[MULAN], (np.arange(self.tokens.mulan_levels), example[MULAN]), 1)
+    np.add.at(self.histograms[SEMANTIC], (0, example[SEMANTIC]), 1)
+    acoustic = example[ACOUSTIC]
+    np.add.at(self.histograms[ACOUSTIC], (np.arange(acoustic.shape[1])[None, :], acoustic), 1)
 
   def to_json(self) -> dict[str, Any]:
     ratio = self.tokens.acoustic_frames_per_semantic

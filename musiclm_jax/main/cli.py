@@ -89,11 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"musiclm-jax: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
     return 2
   from musiclm_jax.checkpoints import CheckpointMismatchError
+  from musiclm_jax.data.token_bundle import CacheMismatchError
   from musiclm_jax.main.gin_utils import GinConfigError
 
   try:
     return VERBS[verb](rest) or 0
-  except (GinConfigError, CheckpointMismatchError) as e:
+  except (GinConfigError, CheckpointMismatchError, CacheMismatchError) as e:
     print(f"musiclm-jax {verb}: {type(e).__name__}: {e}", file=sys.stderr)
     return 2
 
