@@ -36,7 +36,7 @@ $(STAMP): setup.py
 install: system-deps $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 quickstart: install
 	$(BIN)/musiclm-jax quickstart --out_dir runs/quickstart

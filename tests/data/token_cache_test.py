@@ -18,7 +18,11 @@ from musiclm_jax.data.token_bundle import CacheMismatchError
 from musiclm_jax.tokenizers import kmeans
 from tasks import musiclm
 
-pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
+# One xdist worker builds the session's `token_world` (a minute of tokenizer training) for all three.
+pytestmark = [
+  pytest.mark.usefixtures("persistent_compilation_cache"),
+  pytest.mark.xdist_group("token_world"),
+]
 
 TASK = "musiclm_tokens_rendered_music"
 SPLITS = ("eval", "train")

@@ -17,7 +17,11 @@ from musiclm_jax.data.token_tasks import _batched_clips
 from musiclm_jax.models.stages import ACOUSTIC, PAD_ID, SEMANTIC, StageLayout
 from tasks import musiclm
 
-pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
+# One xdist worker builds the session's `token_world` (a minute of tokenizer training) for all three.
+pytestmark = [
+  pytest.mark.usefixtures("persistent_compilation_cache"),
+  pytest.mark.xdist_group("token_world"),
+]
 
 RATE = 24_000
 FRAME = 960
@@ -209,3 +213,13 @@ def test_a_mixture_samples_stage_examples_of_its_datasets(token_world, cache_dir
   )
   assert batch["decoder_target_tokens"].shape == (2, 112)
   assert isinstance(seqio.get_mixture_or_task("musiclm_semantic_mix"), seqio.Mixture)
+
+
+def test_every_dataset_gets_a_tokens_task(token_world):
+  specs = musiclm.register_tokens_tasks(token_world.bundle, data_dir=token_world.data_dir)
+  assert sorted(specs) == [f"musiclm_tokens_{d}" for d in ("audio_folder", "musiccaps", "rendered_music")]
+  assert specs["musiclm_tokens_musiccaps"].tfds_name == "musiccaps/24khz:1.0.0"
+  for name in specs:
+    assert seqio.TaskRegistry.get(name).requires_caching
+  with pytest.raises(ValueError, match="Unknown dataset"):
+    musiclm.tokens_task_spec("freesound", token_world.bundle)

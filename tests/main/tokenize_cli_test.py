@@ -11,7 +11,11 @@ import pytest
 
 from musiclm_jax.main import cli
 
-pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
+# One xdist worker builds the session's `token_world` (a minute of tokenizer training) for all three.
+pytestmark = [
+  pytest.mark.usefixtures("persistent_compilation_cache"),
+  pytest.mark.xdist_group("token_world"),
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
