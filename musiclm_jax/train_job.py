@@ -18,12 +18,14 @@ import seqio
 from clu import metric_writers
 
 from musiclm_jax import train_loop
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data import stage_tasks
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.trainer import Trainer
+
+PyTree = Any
 
 
 def model_metadata(model: StageLM) -> dict[str, Any]:
@@ -183,3 +185,30 @@ def train(
 def _eval_scalars(trainer, state, task, split, num_batches, seed) -> dict[str, float]:
   metrics = evaluate(trainer, state.params, task, split, num_batches, seed)
   return {f"eval/{k}": v for k, v in metrics.items()}
+
+
+def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyTree, int]:
+  """(model, params on the host, step) of a trained stage LM, rebuilt from its checkpoint alone.
+
+  The architecture and layout come from the checkpoint's metadata (`model_metadata`); the
+  sampling settings are the caller's (the decoding pipeline sets each stage's).
+
+  Raises:
+    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
+  """
+  from musiclm_jax import architecture
+  from musiclm_jax.layers.config import TransformerConfig
+  from musiclm_jax.models.stages import StageLayout, TokenSpec
+
+  directory = os.path.join(model_dir, "checkpoints")
+  with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:
+    saved = reader.saved_metadata(step)
+  layout = saved.get("layout")
+  if layout is None or saved.get("model") not in ("semantic", "coarse", "fine"):
+    raise CheckpointMismatchError(f"{directory} holds no stage LM ({saved.get('model')!r}).")
+  model = StageLM(
+    architecture.from_json(TransformerConfig, saved["architecture"]),
+    StageLayout(layout["stage"], TokenSpec(**layout["tokens"]), layout["crop_seconds"]),
+  )
+  _, params, step = train_loop.load_trained_params(directory, model.name, "a stage LM", step)
+  return model, params, step

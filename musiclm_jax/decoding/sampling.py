@@ -166,6 +166,20 @@ def process_logits(
   return logits
 
 
+def _per_row(rng: jax.Array) -> bool:
+  """Whether `rng` holds one key per row: a typed key array [batch] or raw keys [batch, 2]."""
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    return rng.ndim == 1
+  return rng.ndim == 2
+
+
+def _fold_in(rng: jax.Array, i: jax.Array) -> jax.Array:
+  """`fold_in(rng, i)`, per row for per-row keys."""
+  if _per_row(rng):
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, i)
+  return jax.random.fold_in(rng, i)
+
+
 def sample_logits(
   logits: jax.Array,
   rng: jax.Array,
@@ -179,7 +193,7 @@ def sample_logits(
 
   Args:
     logits: [batch, vocab] raw model logits.
-    rng: PRNG key; every row gets its own noise.
+    rng: a PRNG key (every row gets its own noise from it), or one key per row ([batch]).
     temperature, top_k, top_p, allowed_range: as in `process_logits`.
 
   Returns:
@@ -190,7 +204,10 @@ def sample_logits(
   processed = process_logits(
     logits, temperature=temperature, top_k=top_k, top_p=top_p, allowed_range=allowed_range
   )
-  sampled = jax.random.categorical(rng, processed, axis=-1)
+  if _per_row(rng):
+    sampled = jax.vmap(lambda key, row: jax.random.categorical(key, row))(rng, processed)
+  else:
+    sampled = jax.random.categorical(rng, processed, axis=-1)
   log_probs = jnp.take_along_axis(jax.nn.log_softmax(processed), sampled[:, None], axis=-1)[:, 0]
   # Range/top-k/top-p never drop the argmax of the range-masked logits, so greedy is just that.
   greedy = jnp.asarray(temperature, jnp.float32) == 0
@@ -227,7 +244,7 @@ def _decode_step(state: _LoopState, logits: jax.Array, opts: _Options) -> _LoopS
   allowed = None if opts.allowed_id_ranges is None else opts.allowed_id_ranges[..., i, :]
   token, log_prob = sample_logits(
     logits,
-    jax.random.fold_in(opts.rng, i),
+    _fold_in(opts.rng, i),
     temperature=opts.temperature,
     top_k=opts.top_k,
     top_p=opts.top_p,
@@ -306,7 +323,8 @@ def temperature_sample(
     first_logits: [batch, vocab] logits predicting the first decoded position (from prefill).
     cache: decoding state after prefill, any pytree (arrays may be sharded).
     tokens_to_logits: model callback, see `TokensToLogits`.
-    rng: PRNG key; the same key gives the same output.
+    rng: PRNG key; the same key gives the same output. One key per example ([batch]) makes each
+      example's tokens a function of its own key, whatever its batch-mates.
     num_decode_steps: static number of tokens to decode, >= 1.
     temperature: scalar or [batch]; 0 means greedy (per example for an array).
     top_k: static; 0 = off.

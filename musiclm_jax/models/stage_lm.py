@@ -250,6 +250,69 @@ class StageLM:
       allowed_id_ranges=jnp.asarray(self.layout.target_id_ranges(), jnp.int32),
     )
 
+  def continue_batch(
+    self,
+    params: PyTree,
+    inputs: jax.Array,
+    known_targets: jax.Array,
+    rng: jax.Array,
+    num_new: int,
+    *,
+    sampling_config: SamplingConfig | None = None,
+    unconditional_inputs: jax.Array | None = None,
+    guidance_scale: float = 1.0,
+  ) -> sampling.SamplingOutput:
+    """Samples `num_new` targets after `known_targets` (a window of long generation).
+
+    The prompt BOS + inputs + known targets is prefilled in one pass, then the new targets are
+    decoded one per step with the KV cache, each in the id range of its target position.
+
+    Args:
+      params: unboxed parameters.
+      inputs: [batch, inputs_length] stage input ids.
+      known_targets: [batch, K] ids of the first K targets (K may be 0).
+      rng: a PRNG key, or one key per example ([batch]): then an example's tokens depend on
+        its own key only, not on its batch-mates.
+      num_new: static, >= 1; K + num_new <= targets_length.
+      sampling_config: overrides the model's default.
+      unconditional_inputs, guidance_scale: classifier-free guidance. With a scale != 1 the
+        logits are uncond + scale · (cond - uncond), uncond coming from `unconditional_inputs`
+        (the conditioning replaced by PAD, as conditioning dropout trains it).
+    Returns:
+      SamplingOutput with tokens [batch, num_new].
+    """
+    cfg = sampling_config or self.sampling_config
+    known = known_targets.shape[1]
+    if num_new < 1 or known + num_new > self.layout.targets_length:
+      raise ValueError(
+        f"{self.layout.stage}: {known} known + {num_new} new targets exceed the stage's "
+        f"{self.layout.targets_length}"
+      )
+    guided = guidance_scale != 1.0
+    if guided and unconditional_inputs is None:
+      raise ValueError("guidance_scale != 1 needs unconditional_inputs")
+    prompt = jnp.concatenate([self.prompt_tokens(inputs), known_targets], axis=1)
+    if guided:
+      uncond = jnp.concatenate([self.prompt_tokens(unconditional_inputs), known_targets], axis=1)
+      prompt = jnp.concatenate([prompt, uncond], axis=0)
+    last_logits, cache = self.prefill(params, prompt)
+    tokens_to_logits = self.tokens_to_logits_fn(params)
+    if guided:
+      last_logits = _guide(last_logits, guidance_scale)
+      tokens_to_logits = _guided_tokens_to_logits(tokens_to_logits, guidance_scale)
+    ranges = self.layout.target_id_ranges()[known : known + num_new]
+    return sampling.temperature_sample(
+      last_logits,
+      cache,
+      tokens_to_logits,
+      rng,
+      num_new,
+      temperature=cfg.temperature,
+      top_k=cfg.top_k,
+      top_p=cfg.top_p,
+      allowed_id_ranges=jnp.asarray(ranges, jnp.int32),
+    )
+
   def full_sequence_logits(
     self, params: PyTree, inputs: jax.Array, targets: jax.Array
   ) -> jax.Array:
@@ -282,3 +345,21 @@ def train_flops_per_token(
   matmul_params = config.num_layers * per_layer + config.d_model * vocab_size
   attention = 12 * config.num_layers * config.num_heads * config.head_dim * sequence_length
   return 6.0 * matmul_params + attention
+
+
+def _guide(logits: jax.Array, scale: float) -> jax.Array:
+  """[2B, vocab] logits of (conditional; unconditional) rows → [B, vocab] guided logits."""
+  cond, uncond = jnp.split(logits.astype(jnp.float32), 2, axis=0)
+  return uncond + scale * (cond - uncond)
+
+
+def _guided_tokens_to_logits(
+  tokens_to_logits: sampling.TokensToLogits, scale: float
+) -> sampling.TokensToLogits:
+  """Feeds each chosen token to both halves of a doubled cache and guides the logits."""
+
+  def guided(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
+    logits, cache = tokens_to_logits(jnp.concatenate([tokens, tokens], axis=0), cache)
+    return _guide(logits, scale), cache
+
+  return guided
