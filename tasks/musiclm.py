@@ -104,6 +104,7 @@ def stage_task(
   short_clip_policy: str = "drop",
   shuffle_buffer_size: int = 1000,
   length_quantum_seconds: float = 1.0,
+  conditioning_dropout: float = 0.0,
 ) -> seqio.Task:
   """Registers and returns `musiclm_<stage>_<dataset>` for `layout`.
 
@@ -118,6 +119,8 @@ def stage_task(
     short_clip_policy: 'drop' or 'pad' (see `stage_tasks.make_stage_task`).
     shuffle_buffer_size: crops in the shuffle buffer.
     length_quantum_seconds: the tokens task's clip trimming (must match the cache's).
+    conditioning_dropout: probability of training an example unconditioned (MuLan tokens → PAD),
+      for classifier-free guidance (semantic and coarse stages only).
   """
   check_layout_tokens(layout, bundle)
   spec = tokens_task_spec(
@@ -134,6 +137,7 @@ def stage_task(
     layout,
     short_clip_policy=short_clip_policy,
     shuffle_buffer_size=shuffle_buffer_size,
+    conditioning_dropout=conditioning_dropout,
   )
 
 

@@ -193,6 +193,21 @@ def _encode(dataset: tf.data.Dataset, layout: StageLayout) -> tf.data.Dataset:
   return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+@seqio.map_over_dataset(num_seeds=1)
+def _drop_conditioning(
+  features: dict[str, tf.Tensor], seed: tf.Tensor, rate: float, mulan_levels: int
+) -> dict[str, tf.Tensor]:
+  """With probability `rate`, replaces the MuLan tokens at the start of `inputs` by PAD_ID.
+
+  Trains the unconditional model of classifier-free guidance inside the conditional one; the
+  decoding pipeline asks for the same PAD-conditioned inputs (`guidance_scale`).
+  """
+  drop = tf.random.stateless_uniform([], seed) < rate
+  inputs = features["inputs"]
+  dropped = tf.concat([tf.fill([mulan_levels], tf.constant(PAD_ID, inputs.dtype)), inputs[mulan_levels:]], 0)
+  return {**features, "inputs": tf.where(drop, dropped, inputs)}
+
+
 def make_stage_task(
   name: str,
   source: seqio.DataSource,
@@ -200,6 +215,7 @@ def make_stage_task(
   *,
   short_clip_policy: str = "drop",
   shuffle_buffer_size: int = 1000,
+  conditioning_dropout: float = 0.0,
   register: bool = True,
 ) -> seqio.Task:
   """Builds (and registers) the seqio Task of one stage.
@@ -212,6 +228,8 @@ def make_stage_task(
     short_clip_policy: 'drop' removes clips shorter than the crop; 'pad' keeps them, cropped from
       frame 0 and padded with PAD_ID (which the loss ignores). Empty clips are always dropped.
     shuffle_buffer_size: examples in the post-crop shuffle buffer.
+    conditioning_dropout: probability of replacing an example's MuLan tokens by PAD (semantic and
+      coarse stages), for classifier-free guidance at decoding. 0 (the paper): never.
     register: add the task to `seqio.TaskRegistry`.
 
   Returns:
@@ -221,15 +239,26 @@ def make_stage_task(
     raise ValueError(
       f"short_clip_policy must be one of {SHORT_CLIP_POLICIES}, got {short_clip_policy!r}"
     )
+  if not 0.0 <= conditioning_dropout <= 1.0:
+    raise ValueError(f"conditioning_dropout must be in [0, 1], got {conditioning_dropout}")
+  if conditioning_dropout and MULAN not in layout.families:
+    raise ValueError(f"the {layout.stage} stage has no MuLan conditioning to drop")
+  preprocessors = [
+    functools.partial(_validate_and_filter, layout=layout, short_clip_policy=short_clip_policy),
+    functools.partial(_random_aligned_crop, layout=layout),
+    functools.partial(_encode, layout=layout),
+  ]
+  if conditioning_dropout:
+    preprocessors.append(
+      functools.partial(
+        _drop_conditioning, rate=conditioning_dropout, mulan_levels=layout.tokens.mulan_levels
+      )
+    )
   task = seqio.Task(
     name,
     source=source,
     output_features=stage_output_features(layout),
-    preprocessors=[
-      functools.partial(_validate_and_filter, layout=layout, short_clip_policy=short_clip_policy),
-      functools.partial(_random_aligned_crop, layout=layout),
-      functools.partial(_encode, layout=layout),
-    ],
+    preprocessors=preprocessors,
     shuffle_buffer_size=shuffle_buffer_size,
   )
   if register:

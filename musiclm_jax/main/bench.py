@@ -1,15 +1,17 @@
 """`musiclm-jax bench train|decode --gin_file=MODEL.gin [...]`, `bench codec
 --gin_file=gin/models/soundstream/paper.gin [...]`, `bench semantic
 --gin_file=gin/models/w2v_bert/paper.gin [...]`, `bench mulan --gin_file=gin/models/mulan/paper.gin`
-and `bench render`: speed figures for
-BENCHMARKS.md; `bench codec-quality --model_dir=... --data_dir=...`: a trained codec against Opus
-on held-out clips."""
+`bench render`, `bench tokenize --size=base` (the whole tokenizer bundle) and `bench
+input-pipeline --size=base` (the cached stage input pipeline against the train step): speed
+figures for BENCHMARKS.md; `bench codec-quality --model_dir=... --data_dir=...`: a trained codec
+against Opus on held-out clips."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 
 import jax
@@ -71,16 +73,17 @@ def _bench_semantic(args: argparse.Namespace) -> int:
   from musiclm_jax import semantic_benchmarks
 
   config = gin_utils.macro("W2V_BERT_CONFIG")
+  clusters = args.num_clusters or 1024
   print(
     f"semantic: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU "
     f"cores; w2v-BERT {config.num_params() / 1e6:.1f}M params, MLM layer {config.kmeans_layer}, "
-    f"{args.num_clusters} clusters; {args.seconds:g} s of {config.sample_rate} Hz audio each"
+    f"{clusters} clusters; {args.seconds:g} s of {config.sample_rate} Hz audio each"
   )
   rows = semantic_benchmarks.bench_semantic(
     config,
     seconds=args.seconds,
     batch_sizes=args.batch_sizes,
-    num_clusters=args.num_clusters,
+    num_clusters=clusters,
     repeats=args.repeats,
   )
   _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
@@ -97,6 +100,67 @@ def _bench_mulan(args: argparse.Namespace) -> int:
     f"{config.audio.window_seconds:g} s windows, {config.text.max_length}-token captions"
   )
   rows = mulan_benchmarks.bench_mulan(config, batch_sizes=args.batch_sizes, repeats=args.repeats)
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
+def _bench_tokenize(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
+  from musiclm_jax import token_benchmarks
+
+  models = ("soundstream", "w2v_bert", "mulan")
+  files = [f"gin/models/{model}/{args.size}.gin" for model in models] + gin_files
+  gin_utils.parse(files, bindings, args.gin_search_path)
+  codec, w2v_bert, mulan = (
+    gin_utils.macro(name) for name in ("CODEC_CONFIG", "W2V_BERT_CONFIG", "MULAN_CONFIG")
+  )
+  clusters = args.num_clusters or (32 if args.size == "tiny" else 1024)
+  bundle = token_benchmarks.random_bundle(codec, w2v_bert, mulan, num_clusters=clusters)
+  print(
+    f"tokenize: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU "
+    f"cores; {args.size} tokenizers (random init): SoundStream {bundle.codec.num_params / 1e6:.1f}M"
+    f", w2v-BERT {w2v_bert.num_params() / 1e6:.1f}M + {clusters}-means, MuLan audio "
+    f"{mulan.audio.num_params() / 1e6:.1f}M + 12 × 1024 RVQ; {args.seconds:g} s clips"
+  )
+  rows = token_benchmarks.bench_tokenize(
+    bundle, seconds=[args.seconds], batch_sizes=args.batch_sizes, repeats=args.repeats
+  )
+  rows = [{"size": args.size, **row} for row in rows]
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
+def _bench_input_pipeline(
+  args: argparse.Namespace, gin_files: list[str], bindings: list[str]
+) -> int:
+  from musiclm_jax import token_benchmarks
+
+  print(
+    f"input-pipeline: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} "
+    f"CPU cores; {args.size} stage LMs; {args.cache_clips} random clips × "
+    f"{args.cache_clip_seconds:g} s; pipeline batch {args.pipeline_batch_size}, train batch "
+    f"{args.train_batch_size}"
+  )
+  rows = []
+  with tempfile.TemporaryDirectory() as work_dir:
+    for stage in args.stages.split(","):
+      files = [f"gin/models/{stage}/{args.size}.gin", *gin_files]
+      gin_utils.parse(files, bindings, args.gin_search_path)
+      rows.append(
+        token_benchmarks.bench_input_pipeline(
+          gin_utils.macro("MODEL"),
+          gin_utils.configured(partitioning.Partitioner)(),
+          work_dir=work_dir,
+          num_clips=args.cache_clips,
+          clip_seconds=args.cache_clip_seconds,
+          batch_size=args.pipeline_batch_size,
+          num_batches=args.pipeline_batches,
+          train_batch_size=args.train_batch_size,
+          train_steps=args.train_steps,
+          optimizer=gin_utils.configured(optimizers.OptimizerConfig)(),
+        )
+      )
   _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
   _write_json(args.out, jax.devices()[0].device_kind, rows)
   return 0
@@ -126,26 +190,58 @@ def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax bench")
   parser.add_argument(
-    "what", choices=["train", "decode", "codec", "codec-quality", "semantic", "mulan", "render"]
+    "what",
+    choices=[
+      "train",
+      "decode",
+      "codec",
+      "codec-quality",
+      "semantic",
+      "mulan",
+      "render",
+      "tokenize",
+      "input-pipeline",
+    ],
   )
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
-  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode, codec")
+  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode, codec, tokenize")
   parser.add_argument("--context_lengths", type=_ints, default=[128, 512, 2048], help="decode")
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
-  parser.add_argument("--repeats", type=int, default=3, help="decode, codec: timed runs (median)")
   parser.add_argument(
-    "--seconds", type=float, default=10.0, help="codec: audio per example; codec-quality: per clip"
+    "--repeats", type=int, default=3, help="decode, codec, tokenize: timed runs (median)"
+  )
+  parser.add_argument(
+    "--seconds",
+    type=float,
+    default=10.0,
+    help="codec, tokenize: audio per example; codec-quality: per clip",
   )
   parser.add_argument("--num_clips", type=int, default=32, help="render, codec-quality")
   parser.add_argument("--model_dir", help="codec-quality: the codec's training run")
   parser.add_argument("--data_dir", help="codec-quality: TFDS data dir of the held-out clips")
   parser.add_argument("--dataset", default="rendered_music/24khz", help="codec-quality")
   parser.add_argument("--split", default="eval", help="codec-quality: held-out split")
-  parser.add_argument("--num_clusters", type=int, default=1024, help="semantic: k-means size")
+  parser.add_argument(
+    "--num_clusters", type=int, help="semantic, tokenize: k-means size (1024; tokenize tiny: 32)"
+  )
   parser.add_argument("--clip_seconds", type=float, default=5.0, help="render")
   parser.add_argument("--worker_counts", type=_ints, default=[1, 2], help="render")
+  parser.add_argument(
+    "--size", choices=["tiny", "base", "paper"], default="base", help="tokenize, input-pipeline"
+  )
+  parser.add_argument("--stages", default="semantic,coarse,fine", help="input-pipeline")
+  parser.add_argument("--cache_clips", type=int, default=64, help="input-pipeline: random clips")
+  parser.add_argument("--cache_clip_seconds", type=float, default=30.0, help="input-pipeline")
+  parser.add_argument("--pipeline_batch_size", type=int, default=16, help="input-pipeline")
+  parser.add_argument(
+    "--pipeline_batches", type=int, default=50, help="input-pipeline: batches timed"
+  )
+  parser.add_argument("--train_batch_size", type=int, default=4, help="input-pipeline")
+  parser.add_argument(
+    "--train_steps", type=int, default=1, help="input-pipeline: timed train steps"
+  )
   parser.add_argument("--out", "--json", help="write the results as JSON here")
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
@@ -153,6 +249,10 @@ def main(argv: Sequence[str]) -> int:
     return _bench_render(args)
   if args.what == "codec-quality":
     return _bench_codec_quality(args)
+  if args.what == "tokenize":
+    return _bench_tokenize(args, gin_files, bindings)
+  if args.what == "input-pipeline":
+    return _bench_input_pipeline(args, gin_files, bindings)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   if args.what == "codec":
     return _bench_codec(args)

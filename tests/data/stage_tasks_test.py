@@ -316,3 +316,32 @@ def test_paper_layout_batches():
   inputs, targets = np.split(batch["decoder_target_tokens"], [262], axis=1)
   assert layout.decode_inputs(inputs)["semantic"].shape == (2, 250)
   assert layout.decode_targets(targets)["acoustic"].shape == (2, 500, 4)
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse"])
+def test_conditioning_dropout_replaces_the_mulan_tokens_by_pad(stage):
+  layout, levels = LAYOUTS[stage], TOKENS.mulan_levels
+  plain = _examples(_task(stage, **SOURCE_KWARGS), layout)
+
+  def dropped(rate):
+    task = stage_tasks.make_stage_task(
+      f"stage_tasks_test_dropout_{stage}_{rate}",
+      _source(**SOURCE_KWARGS),
+      layout,
+      conditioning_dropout=rate,
+    )
+    return _examples(task, layout)
+
+  everything, some = dropped(1.0), dropped(0.5)
+  for a, b in zip(plain, everything):
+    assert np.all(b["inputs"][:levels] == stages.PAD_ID)
+    np.testing.assert_array_equal(a["inputs"][levels:], b["inputs"][levels:])
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+  kept = [np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(plain, some)]
+  assert 0 < sum(kept) < len(kept)
+  assert [np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(some, dropped(0.5))] == [True] * len(some)
+
+
+def test_conditioning_dropout_needs_conditioning():
+  with pytest.raises(ValueError, match="no MuLan conditioning"):
+    stage_tasks.make_stage_task("x", _source(**SOURCE_KWARGS), LAYOUTS["fine"], conditioning_dropout=0.1)
