@@ -52,7 +52,9 @@ def token_world(tmp_path_factory):
   from tests.tiny_tokenizers import train_tiny_tokenizers
 
   manual_dir = tmp_path_factory.mktemp("token_world_rendered")
-  render_corpus(str(manual_dir), num_clips=12, clip_seconds=4.0, seed=1, progress=False, group_size=2)
+  render_corpus(
+    str(manual_dir), num_clips=12, clip_seconds=4.0, seed=1, progress=False, group_size=2
+  )
   data_dir = str(tmp_path_factory.mktemp("token_world_tfds"))
   build.build_dataset("rendered_music", data_dir=data_dir, manual_dir=str(manual_dir), num_shards=3)
   root = str(tmp_path_factory.mktemp("token_world_tokenizers"))

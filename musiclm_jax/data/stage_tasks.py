@@ -204,7 +204,9 @@ def _drop_conditioning(
   """
   drop = tf.random.stateless_uniform([], seed) < rate
   inputs = features["inputs"]
-  dropped = tf.concat([tf.fill([mulan_levels], tf.constant(PAD_ID, inputs.dtype)), inputs[mulan_levels:]], 0)
+  dropped = tf.concat(
+    [tf.fill([mulan_levels], tf.constant(PAD_ID, inputs.dtype)), inputs[mulan_levels:]], 0
+  )
   return {**features, "inputs": tf.where(drop, dropped, inputs)}
 
 

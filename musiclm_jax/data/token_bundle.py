@@ -187,7 +187,9 @@ def identity_differences(cached: dict[str, Any], expected: dict[str, Any]) -> li
   lines = []
   for name in sorted(set(cached) | set(expected)):
     if cached.get(name) != expected.get(name):
-      lines.append(f"{name}: cache made with {cached.get(name)}, the run names {expected.get(name)}")
+      lines.append(
+        f"{name}: cache made with {cached.get(name)}, the run names {expected.get(name)}"
+      )
   return lines
 
 

@@ -164,7 +164,9 @@ def _tokenize_preprocessor(dataset: tf.data.Dataset, spec: TokensTaskSpec) -> tf
     clips = ({**ex, "audio": ex["audio"].astype(np.float32)} for ex in dataset.as_numpy_iterator())
     yield from tokenize_clip_stream(clips, spec)
 
-  return tf.data.Dataset.from_generator(generate, output_signature=_stream_signature(bundle_levels(spec.bundle)))
+  return tf.data.Dataset.from_generator(
+    generate, output_signature=_stream_signature(bundle_levels(spec.bundle))
+  )
 
 
 def register_tokens_task(spec: TokensTaskSpec) -> seqio.Task:

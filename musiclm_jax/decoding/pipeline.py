@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -259,8 +258,9 @@ class MusicLMPipeline:
       windows = self._stage_windows(name, plan)
       keys = _stage_keys(seeds, stage_index)
       for i, window in enumerate(windows):
-        self._run_window(name, window, jax.vmap(jax.random.fold_in, (0, None))(keys, i),
-                         mulan, semantic, acoustic)
+        self._run_window(
+          name, window, jax.vmap(jax.random.fold_in, (0, None))(keys, i), mulan, semantic, acoustic
+        )
         if progress:
           progress(name, i + 1, len(windows))
       counts[name] = len(windows)
@@ -315,36 +315,55 @@ class MusicLMPipeline:
     semantic: np.ndarray,
     acoustic: np.ndarray,
   ) -> None:
-    """Generates one window's new frames in place (semantic or acoustic arrays)."""
-    layout, nc = self.models[name].layout, self.tokens.num_coarse_levels
+    """Generates one window's new frames into `semantic` or `acoustic` (in place)."""
+    layout = self.models[name].layout
+    inputs = self._window_inputs(name, window, mulan[:, window.segment], semantic, acoustic)
+    stream, scale, levels = self._window_target(name, semantic, acoustic)
+    known = stream[:, scale * window.start : scale * window.new_start, levels]
+    new_frames = slice(scale * window.new_start, scale * window.new_end)
+    new_shape = stream[:, new_frames, levels].shape
+    num_known, num_new = known[0].size, int(np.prod(new_shape[1:]))
     offsets = layout.target_id_ranges()[:, 0].astype(np.int32)
-    start, lo, hi = window.start, window.new_start, window.new_end
-    conditioning = mulan[:, window.segment]
-    if name == SEMANTIC_STAGE:
-      inputs = layout.encode_inputs({MULAN: conditioning})
-      known, target = semantic[:, start:lo], (semantic, slice(lo, hi), None)
-    elif name == COARSE_STAGE:
-      span = semantic[:, start : start + layout.semantic_frames]
-      inputs = layout.encode_inputs({MULAN: conditioning, SEMANTIC: span})
-      known, target = acoustic[:, 2 * start : 2 * lo, :nc], (acoustic, slice(2 * lo, 2 * hi), slice(0, nc))
-    else:
-      span = acoustic[:, 2 * start : 2 * start + layout.acoustic_frames, :nc]
-      inputs = layout.encode_inputs({ACOUSTIC: span})
-      known, target = acoustic[:, 2 * start : 2 * lo, nc:], (acoustic, slice(2 * lo, 2 * hi), slice(nc, None))
-    known_ids = known.reshape(len(known), -1) + offsets[: known[0].size]
     extra = {}
     if name != FINE_STAGE and self.config.guidance_scale != 1.0:
       extra["unconditional_inputs"] = _without_conditioning(inputs, self.tokens.mulan_levels)
-    new_count = (hi - lo) * (1 if name == SEMANTIC_STAGE else 2 * (nc if name == COARSE_STAGE else self.tokens.acoustic_levels - nc))
     output = self._programs[name](
-      self.params[name], inputs, known_ids, keys, num_new=new_count, **extra
+      self.params[name],
+      inputs,
+      known.reshape(len(known), -1) + offsets[:num_known],
+      keys,
+      num_new=num_new,
+      **extra,
     )
-    ids = np.asarray(output.tokens) - offsets[known_ids.shape[1] : known_ids.shape[1] + new_count]
-    array, frames, levels = target
-    if levels is None:
-      array[:, frames] = ids
-    else:
-      array[:, frames, levels] = ids.reshape(len(ids), frames.stop - frames.start, -1)
+    codes = np.asarray(output.tokens) - offsets[num_known : num_known + num_new]
+    stream[:, new_frames, levels] = codes.reshape(new_shape)
+
+  def _window_inputs(
+    self,
+    name: str,
+    window: Window,
+    conditioning: np.ndarray,
+    semantic: np.ndarray,
+    acoustic: np.ndarray,
+  ) -> np.ndarray:
+    """The stage's input ids for a window: MuLan tokens, and the time-aligned lower stream."""
+    layout, nc = self.models[name].layout, self.tokens.num_coarse_levels
+    if name == SEMANTIC_STAGE:
+      return layout.encode_inputs({MULAN: conditioning})
+    if name == COARSE_STAGE:
+      span = semantic[:, window.start : window.start + layout.semantic_frames]
+      return layout.encode_inputs({MULAN: conditioning, SEMANTIC: span})
+    span = acoustic[:, 2 * window.start : 2 * window.start + layout.acoustic_frames, :nc]
+    return layout.encode_inputs({ACOUSTIC: span})
+
+  def _window_target(
+    self, name: str, semantic: np.ndarray, acoustic: np.ndarray
+  ) -> tuple[np.ndarray, int, Any]:
+    """(stream a stage writes, its frames per semantic frame, its level index)."""
+    nc = self.tokens.num_coarse_levels
+    if name == SEMANTIC_STAGE:
+      return semantic[..., None], 1, 0  # a view with a level axis: the same indexing for all
+    return acoustic, 2, slice(0, nc) if name == COARSE_STAGE else slice(nc, None)
 
 
 def _without_conditioning(inputs: np.ndarray, mulan_levels: int) -> np.ndarray:
@@ -370,11 +389,13 @@ def load_pipeline(
   from musiclm_jax import train_job
 
   stages, steps = {}, {}
-  for name, model_dir in ((SEMANTIC_STAGE, semantic_dir), (COARSE_STAGE, coarse_dir), (FINE_STAGE, fine_dir)):
+  for name, model_dir in (
+    (SEMANTIC_STAGE, semantic_dir),
+    (COARSE_STAGE, coarse_dir),
+    (FINE_STAGE, fine_dir),
+  ):
     model, params, step = train_job.load_stage_lm(model_dir)
     if model.layout.stage != name:
       raise ValueError(f"{model_dir} holds a {model.layout.stage} stage LM, not a {name} one")
     stages[name], steps[name] = (model, params), step
   return MusicLMPipeline(tokenizers, stages, config), steps
-
-

@@ -339,9 +339,13 @@ def test_conditioning_dropout_replaces_the_mulan_tokens_by_pad(stage):
     np.testing.assert_array_equal(a["targets"], b["targets"])
   kept = [np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(plain, some)]
   assert 0 < sum(kept) < len(kept)
-  assert [np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(some, dropped(0.5))] == [True] * len(some)
+  assert [np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(some, dropped(0.5))] == [
+    True
+  ] * len(some)
 
 
 def test_conditioning_dropout_needs_conditioning():
   with pytest.raises(ValueError, match="no MuLan conditioning"):
-    stage_tasks.make_stage_task("x", _source(**SOURCE_KWARGS), LAYOUTS["fine"], conditioning_dropout=0.1)
+    stage_tasks.make_stage_task(
+      "x", _source(**SOURCE_KWARGS), LAYOUTS["fine"], conditioning_dropout=0.1
+    )

@@ -30,9 +30,7 @@ NUM_SHARDS = 3  # per split (token_world builds 3 TFDS files per split)
 
 
 def _spec(world, bundle=None):
-  return musiclm.tokens_task_spec(
-    "rendered_music", bundle or world.bundle, data_dir=world.data_dir
-  )
+  return musiclm.tokens_task_spec("rendered_music", bundle or world.bundle, data_dir=world.data_dir)
 
 
 def _task_dir(cache_dir) -> str:
@@ -61,7 +59,9 @@ def test_the_cache_is_seqios_and_counts_its_tokens(token_world, reference):
   assert report["train"]["audio_seconds"] == pytest.approx(32.0)
   assert report["train"]["acoustic_tokens"] == 8 * 200 * 12
   usage = report["train"]["code_usage"]
-  assert len(usage["acoustic"]["used_codes"]) == 12 and 1 <= usage["semantic"]["used_codes"][0] <= 32
+  assert (
+    len(usage["acoustic"]["used_codes"]) == 12 and 1 <= usage["semantic"]["used_codes"][0] <= 32
+  )
   assert os.path.exists(os.path.join(_task_dir(cache_dir), "COMPLETED"))
   previous = seqio.get_global_cache_dirs()
   seqio.set_global_cache_dirs([str(cache_dir)])
@@ -82,7 +82,11 @@ def test_the_cache_is_seqios_and_counts_its_tokens(token_world, reference):
 
 def _shard_mtimes(cache_dir) -> dict[str, float]:
   task_dir = _task_dir(cache_dir)
-  return {n: os.stat(os.path.join(task_dir, n)).st_mtime_ns for n in os.listdir(task_dir) if ".tfrecord-" in n}
+  return {
+    n: os.stat(os.path.join(task_dir, n)).st_mtime_ns
+    for n in os.listdir(task_dir)
+    if ".tfrecord-" in n
+  }
 
 
 def test_a_rerun_tokenizes_only_the_unfinished_shards(token_world, reference, tmp_path):
@@ -127,13 +131,20 @@ def test_tokenize_killed_mid_run_then_rerun_loses_and_duplicates_nothing(
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu")
   process = subprocess.Popen(
-    _tokenize_command(token_world, tmp_path), cwd=repo, env=env,
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    _tokenize_command(token_world, tmp_path),
+    cwd=repo,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
   )
   task_dir = _task_dir(tmp_path)
   deadline = time.time() + 240
   while time.time() < deadline and process.poll() is None:
-    done = [n for n in os.listdir(task_dir) if n.endswith(".stats.json")] if os.path.isdir(task_dir) else []
+    done = (
+      [n for n in os.listdir(task_dir) if n.endswith(".stats.json")]
+      if os.path.isdir(task_dir)
+      else []
+    )
     if done:
       break
     time.sleep(0.02)
@@ -145,7 +156,9 @@ def test_tokenize_killed_mid_run_then_rerun_loses_and_duplicates_nothing(
   assert all(report[s]["finished_shards"] == NUM_SHARDS for s in SPLITS)
   assert not [n for n in os.listdir(task_dir) if n.startswith(token_cache.TMP_PREFIX)]
   for split in SPLITS:
-    _assert_same_examples(_read(token_world, tmp_path, split), _read(token_world, reference[0], split))
+    _assert_same_examples(
+      _read(token_world, tmp_path, split), _read(token_world, reference[0], split)
+    )
 
 
 def _copy_tokenizers(world, destination) -> token_bundle.TokenizerBundleConfig:
@@ -178,4 +191,6 @@ def test_a_stage_whose_token_spec_is_not_the_tokenizers_is_refused(token_world):
   from musiclm_jax.models.stages import StageLayout, TokenSpec
 
   with pytest.raises(CacheMismatchError, match="differs from what the tokenizers produce"):
-    musiclm.stage_task(StageLayout("semantic", TokenSpec.tiny(), 4.0), "rendered_music", token_world.bundle)
+    musiclm.stage_task(
+      StageLayout("semantic", TokenSpec.tiny(), 4.0), "rendered_music", token_world.bundle
+    )

@@ -75,7 +75,9 @@ def test_tokenize_rejects_a_length_that_is_not_whole_frames(bundle):
 @pytest.fixture(scope="module")
 def cache_dir(token_world, tmp_path_factory):
   root = str(tmp_path_factory.mktemp("token_cache"))
-  spec = musiclm.tokens_task_spec("rendered_music", token_world.bundle, data_dir=token_world.data_dir)
+  spec = musiclm.tokens_task_spec(
+    "rendered_music", token_world.bundle, data_dir=token_world.data_dir
+  )
   token_cache.cache_tokens_task(spec, root)
   return root
 
@@ -129,7 +131,9 @@ def test_stage_examples_have_the_design_lengths_and_id_ranges(
 
 
 def _clip_streams(token_world, cache_dir) -> list[dict]:
-  spec = musiclm.tokens_task_spec("rendered_music", token_world.bundle, data_dir=token_world.data_dir)
+  spec = musiclm.tokens_task_spec(
+    "rendered_music", token_world.bundle, data_dir=token_world.data_dir
+  )
   source = token_tasks.TokenStreamSource(spec, use_cached=True, cache_dir=cache_dir)
   return list(source.get_dataset("train", shuffle=False).as_numpy_iterator())
 
@@ -150,7 +154,9 @@ def test_coarse_crops_take_the_acoustic_frames_of_their_semantic_frames(token_wo
     semantic = layout.decode_inputs(ids[: layout.inputs_length])[SEMANTIC]
     acoustic = layout.decode_targets(ids[layout.inputs_length :])[ACOUSTIC]
     matches = [
-      (clip, s) for clip in clips for s in _find_window(clip[SEMANTIC], semantic)
+      (clip, s)
+      for clip in clips
+      for s in _find_window(clip[SEMANTIC], semantic)
       if np.array_equal(clip[ACOUSTIC][2 * s : 2 * s + 100, :4], acoustic)
     ]
     assert matches, "no clip holds these semantic frames with these acoustic frames after them"
@@ -192,7 +198,9 @@ def test_clips_shorter_than_the_crop_are_dropped_or_padded(token_world, cache_di
 
 
 def test_the_tokens_task_can_only_be_read_from_its_cache(token_world):
-  spec = musiclm.tokens_task_spec("rendered_music", token_world.bundle, data_dir=token_world.data_dir)
+  spec = musiclm.tokens_task_spec(
+    "rendered_music", token_world.bundle, data_dir=token_world.data_dir
+  )
   with pytest.raises(ValueError, match="requires caching"):
     spec.task().get_dataset(None, split="train", use_cached=False)
 
@@ -208,8 +216,9 @@ def test_a_mixture_samples_stage_examples_of_its_datasets(token_world, cache_dir
   )
   assert mixture.name == "musiclm_semantic_mix"
   batch = next(
-    stage_tasks.get_stage_dataset(mixture, layout, split="train", batch_size=2, seed=0)
-    .as_numpy_iterator()
+    stage_tasks.get_stage_dataset(
+      mixture, layout, split="train", batch_size=2, seed=0
+    ).as_numpy_iterator()
   )
   assert batch["decoder_target_tokens"].shape == (2, 112)
   assert isinstance(seqio.get_mixture_or_task("musiclm_semantic_mix"), seqio.Mixture)
@@ -217,7 +226,9 @@ def test_a_mixture_samples_stage_examples_of_its_datasets(token_world, cache_dir
 
 def test_every_dataset_gets_a_tokens_task(token_world):
   specs = musiclm.register_tokens_tasks(token_world.bundle, data_dir=token_world.data_dir)
-  assert sorted(specs) == [f"musiclm_tokens_{d}" for d in ("audio_folder", "musiccaps", "rendered_music")]
+  assert sorted(specs) == [
+    f"musiclm_tokens_{d}" for d in ("audio_folder", "musiccaps", "rendered_music")
+  ]
   assert specs["musiclm_tokens_musiccaps"].tfds_name == "musiccaps/24khz:1.0.0"
   for name in specs:
     assert seqio.TaskRegistry.get(name).requires_caching

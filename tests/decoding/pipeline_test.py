@@ -88,7 +88,9 @@ def test_continue_batch_with_the_cache_equals_uncached_sampling(bundle):
   ranges = layout.inputs_id_ranges()
   inputs = jnp.asarray(rng.integers(ranges[:, 0], ranges[:, 1], (2, len(ranges))), jnp.int32)
   target_ranges = layout.target_id_ranges()
-  known = jnp.asarray(rng.integers(target_ranges[:40, 0], target_ranges[:40, 1], (2, 40)), jnp.int32)
+  known = jnp.asarray(
+    rng.integers(target_ranges[:40, 0], target_ranges[:40, 1], (2, 40)), jnp.int32
+  )
   keys = jax.vmap(jax.random.key)(jnp.arange(2))
   config = SamplingConfig(temperature=0.9)
   output = jax.jit(
@@ -98,7 +100,9 @@ def test_continue_batch_with_the_cache_equals_uncached_sampling(bundle):
   logits_fn = jax.jit(model.full_sequence_logits)
   for i in range(24):  # one full forward pass per token: the uncached reference
     logits = logits_fn(params, inputs, tokens)[:, 40 + i]
-    processed = sampling.process_logits(logits, temperature=0.9, allowed_range=target_ranges[40 + i])
+    processed = sampling.process_logits(
+      logits, temperature=0.9, allowed_range=target_ranges[40 + i]
+    )
     step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i)
     token = jax.vmap(jax.random.categorical)(step_keys, processed)
     tokens = tokens.at[:, 40 + i].set(token)
@@ -122,7 +126,9 @@ def test_long_generation_carries_each_windows_prefix(pipeline, spies):
   start = 0
   for window_index, (_, known, new) in enumerate(spies["semantic"].calls):
     if window_index:  # the 2 s prefix (50 frames) re-read is what the stream holds there
-      np.testing.assert_array_equal(known[0] - offsets[:50], generation.semantic[start - 50 : start])
+      np.testing.assert_array_equal(
+        known[0] - offsets[:50], generation.semantic[start - 50 : start]
+      )
     np.testing.assert_array_equal(
       new[0] - offsets[known.shape[1] : known.shape[1] + new.shape[1]],
       generation.semantic[start : start + new.shape[1]],
@@ -147,7 +153,7 @@ def test_story_segments_switch_conditioning_at_their_first_frame(pipeline, spies
   boundary = 38  # round(1.5 s × 25 Hz)
   layout = pipeline.models["semantic"].layout
   frames = 0
-  for inputs, known, new in spies["semantic"].calls:
+  for inputs, _, new in spies["semantic"].calls:
     conditioning = layout.decode_inputs(inputs)[MULAN][0]
     segment = 0 if frames < boundary else 1
     np.testing.assert_array_equal(conditioning, generation.mulan[segment])

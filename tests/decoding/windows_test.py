@@ -30,7 +30,13 @@ def test_story_windows_break_at_segment_boundaries():
   boundaries = (250, 400)
   windows = plan_windows(1000, 300, 100, boundaries=boundaries)
   _check_tiling(windows, 1000, 300, boundaries=boundaries)
-  assert [(w.new_start, w.segment) for w in windows] == [(0, 0), (250, 1), (400, 2), (600, 2), (800, 2)]
+  assert [(w.new_start, w.segment) for w in windows] == [
+    (0, 0),
+    (250, 1),
+    (400, 2),
+    (600, 2),
+    (800, 2),
+  ]
 
 
 def test_continuation_starts_after_the_prompt():

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import gin
 import pytest
 
+import gin
 from musiclm_jax.main import cli
 
 # One xdist worker builds the session's `token_world` (a minute of tokenizer training) for all three.
