@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from musiclm_jax.data.token_bundle import TokenizerBundle
 from musiclm_jax.decoding.windows import Window, plan_windows
@@ -141,6 +142,8 @@ class MusicLMPipeline:
       continuation prompts, the semantic tokenizer.
     stages: stage name → (StageLM, params), for 'semantic', 'coarse' and 'fine'.
     config: sampling and windowing.
+    devices: devices a batch is split over (default: this host's). Each host of a multi-host job
+      runs its own pipeline on its own prompts (`batch_inference` shards the prompts).
   """
 
   def __init__(
@@ -148,13 +151,16 @@ class MusicLMPipeline:
     tokenizers: TokenizerBundle,
     stages: Mapping[str, tuple[StageLM, PyTree]],
     config: PipelineConfig = PipelineConfig(),
+    devices: Sequence[jax.Device] | None = None,
   ):
     missing = [s for s in STAGES if s not in stages]
     if missing:
       raise ValueError(f"the pipeline needs the {missing} stage LM(s)")
     self.tokenizers, self.config = tokenizers, config
     self.models = {name: stages[name][0] for name in STAGES}
-    self.params = {name: jax.device_put(stages[name][1]) for name in STAGES}
+    self._mesh = Mesh(np.asarray(devices or jax.local_devices()), ("data",))
+    replicated = NamedSharding(self._mesh, PartitionSpec())
+    self.params = {name: jax.device_put(stages[name][1], replicated) for name in STAGES}
     self.tokens = self.models[COARSE_STAGE].layout.tokens
     self._check_tokens()
     self._programs = {name: self._program(name) for name in STAGES}
@@ -327,16 +333,22 @@ class MusicLMPipeline:
     extra = {}
     if name != FINE_STAGE and self.config.guidance_scale != 1.0:
       extra["unconditional_inputs"] = _without_conditioning(inputs, self.tokens.mulan_levels)
+    batch = self._batch_sharding(len(inputs))
     output = self._programs[name](
       self.params[name],
-      inputs,
-      known.reshape(len(known), -1) + offsets[:num_known],
-      keys,
+      jax.device_put(inputs, batch),
+      jax.device_put(known.reshape(len(known), -1) + offsets[:num_known], batch),
+      jax.device_put(keys, batch),
       num_new=num_new,
-      **extra,
+      **{k: jax.device_put(v, batch) for k, v in extra.items()},
     )
     codes = np.asarray(output.tokens) - offsets[num_known : num_known + num_new]
     stream[:, new_frames, levels] = codes.reshape(new_shape)
+
+  def _batch_sharding(self, batch: int) -> NamedSharding:
+    """Rows split over this host's devices when they divide evenly, else replicated."""
+    split = batch % self._mesh.size == 0
+    return NamedSharding(self._mesh, PartitionSpec("data" if split else None))
 
   def _window_inputs(
     self,

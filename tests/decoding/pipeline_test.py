@@ -211,3 +211,13 @@ def test_stage_lms_of_other_tokens_are_refused(bundle):
   stages["fine"] = (StageLM(TINY, StageLayout("fine", TokenSpec.tiny(), 1.0)), params)
   with pytest.raises(ValueError, match="fine stage LM was trained on tokens"):
     MusicLMPipeline(bundle, stages)
+
+
+def test_a_batch_split_over_eight_devices_equals_one_device(bundle, num_devices):
+  assert num_devices == 8
+  stages = _stages(bundle)
+  requests = [Request.from_text(f"melody {i}", 1.0, seed=i) for i in range(8)]
+  sharded = MusicLMPipeline(bundle, stages).generate(requests)
+  single = MusicLMPipeline(bundle, stages, devices=jax.devices()[:1]).generate(requests)
+  for a, b in zip(sharded, single):
+    np.testing.assert_array_equal(a.acoustic, b.acoustic)
