@@ -38,9 +38,14 @@ def _summary(name: str, report: dict) -> str:
     )
     usage = stats["code_usage"]
     if usage:
-      line += "; codes used: " + ", ".join(
-        f"{family} {usage[family]['used_codes'][0]}" for family in ("semantic", "acoustic", "mulan")
-      ) + " (first level)"
+      line += (
+        "; codes used: "
+        + ", ".join(
+          f"{family} {usage[family]['used_codes'][0]}"
+          for family in ("semantic", "acoustic", "mulan")
+        )
+        + " (first level)"
+      )
     lines.append(line)
   return "\n".join(lines)
 
@@ -55,7 +60,9 @@ def main(argv: Sequence[str]) -> int:
     "--pipeline_options", default="--runner=DirectRunner", help="comma-separated Beam flags"
   )
   parser.add_argument("--max_shards", type=int, default=None, help="stop after N shards")
-  parser.add_argument("--overwrite", action="store_true", help="replace a cache of other tokenizers")
+  parser.add_argument(
+    "--overwrite", action="store_true", help="replace a cache of other tokenizers"
+  )
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
