@@ -86,7 +86,7 @@ class PipelineConfig:
   Attributes:
     semantic, coarse, fine: each stage's sampling (temperature, top-k, top-p).
     semantic_prefix_seconds: known seconds a continuation window of the semantic stage re-reads
-      (paper 15 s of a 30 s window: a 15 s stride).
+      (paper 15 s of a 30 s window: a 15 s stride; None: half its crop).
     coarse_prefix_seconds: the same for the coarse stage (None: half its crop).
     fine_prefix_seconds: the same for the fine stage (None: a third of its crop).
     guidance_scale: classifier-free guidance on the MuLan conditioning of the semantic and coarse
@@ -97,7 +97,7 @@ class PipelineConfig:
   semantic: SamplingConfig = SamplingConfig(temperature=1.0)
   coarse: SamplingConfig = SamplingConfig(temperature=0.95)
   fine: SamplingConfig = SamplingConfig(temperature=0.4)
-  semantic_prefix_seconds: float = 15.0
+  semantic_prefix_seconds: float | None = 15.0
   coarse_prefix_seconds: float | None = None
   fine_prefix_seconds: float | None = None
   guidance_scale: float = 1.0
@@ -161,6 +161,8 @@ class MusicLMPipeline:
     self._mesh = Mesh(np.asarray(devices or jax.local_devices()), ("data",))
     replicated = NamedSharding(self._mesh, PartitionSpec())
     self.params = {name: jax.device_put(stages[name][1], replicated) for name in STAGES}
+    # The first device's replica, for batches that do not split evenly (no second copy).
+    self._first_params = jax.tree.map(lambda a: a.addressable_shards[0].data, self.params)
     self.tokens = self.models[COARSE_STAGE].layout.tokens
     self._check_tokens()
     self._programs = {name: self._program(name) for name in STAGES}
@@ -333,9 +335,9 @@ class MusicLMPipeline:
     extra = {}
     if name != FINE_STAGE and self.config.guidance_scale != 1.0:
       extra["unconditional_inputs"] = _without_conditioning(inputs, self.tokens.mulan_levels)
-    batch = self._batch_sharding(len(inputs))
+    params, batch = self._placement(name, len(inputs))
     output = self._programs[name](
-      self.params[name],
+      params,
       jax.device_put(inputs, batch),
       jax.device_put(known.reshape(len(known), -1) + offsets[:num_known], batch),
       jax.device_put(keys, batch),
@@ -345,10 +347,13 @@ class MusicLMPipeline:
     codes = np.asarray(output.tokens) - offsets[num_known : num_known + num_new]
     stream[:, new_frames, levels] = codes.reshape(new_shape)
 
-  def _batch_sharding(self, batch: int) -> NamedSharding:
-    """Rows split over this host's devices when they divide evenly, else replicated."""
-    split = batch % self._mesh.size == 0
-    return NamedSharding(self._mesh, PartitionSpec("data" if split else None))
+  def _placement(self, name: str, rows: int) -> tuple[PyTree, jax.sharding.Sharding]:
+    """(params, input sharding): rows split over the devices when they divide evenly, else all
+    on the first device (replicating them would repeat the work on every device)."""
+    if rows % self._mesh.size == 0:
+      return self.params[name], NamedSharding(self._mesh, PartitionSpec("data"))
+    first = self._first_params[name]
+    return first, jax.sharding.SingleDeviceSharding(self._mesh.devices.flat[0])
 
   def _window_inputs(
     self,

@@ -16,6 +16,8 @@ verbs:
   render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
   build-data  build a TFDS dataset: musiccaps, audio_folder or rendered_music
   spectrogram waveform + log-mel PNGs of audio files
+  generate    one piece of music from a text prompt ("TEXT" --seconds=10 --out=out.wav)
+  infer       batch decoding of a prompts JSONL file, sharded and resumable (--prompts --out_dir)
 """
 
 
@@ -67,6 +69,18 @@ def _spectrogram(argv):
   return spectrogram.main(argv)
 
 
+def _generate(argv):
+  from musiclm_jax.main import generate
+
+  return generate.main(argv)
+
+
+def _infer(argv):
+  from musiclm_jax.main import infer
+
+  return infer.main(argv)
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "train": _train,
   "compile": _compile,
@@ -76,6 +90,8 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "render": _render,
   "build-data": _build_data,
   "spectrogram": _spectrogram,
+  "generate": _generate,
+  "infer": _infer,
 }
 
 

@@ -221,3 +221,11 @@ def test_a_batch_split_over_eight_devices_equals_one_device(bundle, num_devices)
   single = MusicLMPipeline(bundle, stages, devices=jax.devices()[:1]).generate(requests)
   for a, b in zip(sharded, single):
     np.testing.assert_array_equal(a.acoustic, b.acoustic)
+
+
+def test_new_prompts_of_a_seen_shape_compile_nothing(bundle):
+  pipeline = MusicLMPipeline(bundle, _stages(bundle))
+  pipeline.generate([Request.from_text("a calm violin melody", 1.5, seed=1)])
+  compiled = {name: program._cache_size() for name, program in pipeline._programs.items()}
+  pipeline.generate([Request.from_text("heavy metal guitars", 1.5, seed=2)])
+  assert {name: p._cache_size() for name, p in pipeline._programs.items()} == compiled
