@@ -2,9 +2,9 @@
 --gin_file=gin/models/soundstream/paper.gin [...]`, `bench semantic
 --gin_file=gin/models/w2v_bert/paper.gin [...]`, `bench mulan --gin_file=gin/models/mulan/paper.gin`
 `bench render`, `bench tokenize --size=base` (the whole tokenizer bundle) and `bench
-input-pipeline --size=base` (the cached stage input pipeline against the train step): speed
-figures for BENCHMARKS.md; `bench codec-quality --model_dir=... --data_dir=...`: a trained codec
-against Opus on held-out clips."""
+input-pipeline --size=base` (the cached stage input pipeline against the train step), `bench
+pipeline --size=base` (text → music, stage by stage): speed figures for BENCHMARKS.md; `bench
+codec-quality --model_dir=... --data_dir=...`: a trained codec against Opus on held-out clips."""
 
 from __future__ import annotations
 
@@ -166,6 +166,38 @@ def _bench_input_pipeline(
   return 0
 
 
+def _bench_pipeline(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
+  from musiclm_jax import pipeline_benchmarks, token_benchmarks
+  from musiclm_jax.models.stages import STAGES
+
+  files = [f"gin/models/{m}/{args.size}.gin" for m in ("soundstream", "w2v_bert", "mulan")]
+  gin_utils.parse(files + gin_files, bindings, args.gin_search_path)
+  configs = [gin_utils.macro(n) for n in ("CODEC_CONFIG", "W2V_BERT_CONFIG", "MULAN_CONFIG")]
+  clusters = args.num_clusters or (32 if args.size == "tiny" else 1024)
+  bundle = token_benchmarks.random_bundle(*configs, num_clusters=clusters)
+  models = {}
+  for stage in STAGES:  # architecture and crop of the size; the tokens are the bundle's
+    gin_utils.parse(
+      [f"gin/models/{stage}/{args.size}.gin", *gin_files], bindings, args.gin_search_path
+    )
+    models[stage] = gin_utils.macro("MODEL")
+  tokens = bundle.token_spec(models["coarse"].layout.tokens.num_coarse_levels)
+  stages = pipeline_benchmarks.random_stages(models, tokens)
+  sizes = ", ".join(f"{n} {m.num_params() / 1e6:.1f}M" for n, (m, _) in stages.items())
+  print(
+    f"pipeline: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU "
+    f"cores, jax {jax.__version__}; {args.size} (random init): {sizes}, SoundStream "
+    f"{bundle.codec.num_params / 1e6:.1f}M; {args.seconds:g} s per request"
+  )
+  rows = pipeline_benchmarks.bench_pipeline(
+    bundle, stages, seconds=args.seconds, batch_sizes=args.batch_sizes, repeats=args.repeats
+  )
+  rows = [{"size": args.size, **row} for row in rows]
+  _print_rows([{k: f"{v:.3g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+  _write_json(args.out, jax.devices()[0].device_kind, rows)
+  return 0
+
+
 def _bench_codec_quality(args: argparse.Namespace) -> int:
   from musiclm_jax import codec_quality, codec_train_job
   from musiclm_jax.data.audio_batches import AudioSource
@@ -201,22 +233,27 @@ def main(argv: Sequence[str]) -> int:
       "render",
       "tokenize",
       "input-pipeline",
+      "pipeline",
     ],
   )
   parser.add_argument("--batch_size", type=int, default=8, help="train")
   parser.add_argument("--num_steps", type=int, default=10, help="train")
-  parser.add_argument("--batch_sizes", type=_ints, default=[1, 8], help="decode, codec, tokenize")
+  parser.add_argument(
+    "--batch_sizes", type=_ints, default=[1, 8], help="decode, codec, tokenize, pipeline"
+  )
   parser.add_argument("--context_lengths", type=_ints, default=[128, 512, 2048], help="decode")
   parser.add_argument("--new_tokens", type=int, default=32, help="decode")
   parser.add_argument("--uncached_max_context", type=int, default=2048, help="decode")
   parser.add_argument(
-    "--repeats", type=int, default=3, help="decode, codec, tokenize: timed runs (median)"
+    "--repeats",
+    type=int,
+    help="decode, codec, tokenize, pipeline: timed runs (median; 3, pipeline 1)",
   )
   parser.add_argument(
     "--seconds",
     type=float,
     default=10.0,
-    help="codec, tokenize: audio per example; codec-quality: per clip",
+    help="codec, tokenize: audio per example; codec-quality: per clip; pipeline: per request",
   )
   parser.add_argument("--num_clips", type=int, default=32, help="render, codec-quality")
   parser.add_argument("--model_dir", help="codec-quality: the codec's training run")
@@ -229,7 +266,10 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--clip_seconds", type=float, default=5.0, help="render")
   parser.add_argument("--worker_counts", type=_ints, default=[1, 2], help="render")
   parser.add_argument(
-    "--size", choices=["tiny", "base", "paper"], default="base", help="tokenize, input-pipeline"
+    "--size",
+    choices=["tiny", "base", "paper"],
+    default="base",
+    help="tokenize, input-pipeline, pipeline",
   )
   parser.add_argument("--stages", default="semantic,coarse,fine", help="input-pipeline")
   parser.add_argument("--cache_clips", type=int, default=64, help="input-pipeline: random clips")
@@ -245,6 +285,8 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--out", "--json", help="write the results as JSON here")
   parser.add_argument("--gin_search_path", action="append", default=[])
   args = parser.parse_args(rest)
+  if args.repeats is None:  # a whole generate is long: one timed run unless asked
+    args.repeats = 1 if args.what == "pipeline" else 3
   if args.what == "render":
     return _bench_render(args)
   if args.what == "codec-quality":
@@ -253,6 +295,8 @@ def main(argv: Sequence[str]) -> int:
     return _bench_tokenize(args, gin_files, bindings)
   if args.what == "input-pipeline":
     return _bench_input_pipeline(args, gin_files, bindings)
+  if args.what == "pipeline":
+    return _bench_pipeline(args, gin_files, bindings)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   if args.what == "codec":
     return _bench_codec(args)
