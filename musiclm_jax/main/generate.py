@@ -30,12 +30,12 @@ def main(argv: Sequence[str]) -> int:
   args = parser.parse_args(rest)
 
   from musiclm_jax.data import audio_io, spectrogram
-  from musiclm_jax.decoding import batch_inference
+  from musiclm_jax.decoding import batch_inference, prompts
   from musiclm_jax.main import infer
 
   fields = {"id": "generate", "text": args.text, "seconds": args.seconds, "seed": args.seed}
   try:
-    prompt = batch_inference.parse_prompt(fields, "command line")
+    prompt = prompts.parse_prompt(fields, "command line")
   except ValueError as e:
     print(f"musiclm-jax generate: {e}", file=sys.stderr)
     return 2

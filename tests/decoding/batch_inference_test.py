@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from musiclm_jax.decoding import batch_inference as bi
+from musiclm_jax.decoding import prompts as pr
 from musiclm_jax.decoding.pipeline import StorySegment
 
 RATE = 24_000
@@ -110,21 +111,21 @@ def test_valid_lines_parse_with_stable_default_seeds(tmp_path):
       {**STORY, "id": "titled", "text": "a story", "seconds": 2.5},
     ],
   )
-  prompts, bad = bi.parse_prompts(path)
+  prompts, bad = pr.parse_prompts(path)
   assert bad == []
   assert [p.id for p in prompts] == ["calm", "7", "story", "titled"]
   assert [p.source for p in prompts] == [f"{path}:{n}" for n in (1, 3, 4, 5)]
   calm, folk, story, titled = prompts
   assert calm.segments == (StorySegment("a calm violin melody", 2.0),)
-  assert calm.seed == bi.stable_seed("calm") and folk.seed == 3
+  assert calm.seed == pr.stable_seed("calm") and folk.seed == 3
   assert story.segments == (StorySegment("a quiet intro", 1.0), StorySegment("a loud finale", 1.5))
   assert story.seconds == 2.5 and story.text is None and titled.text == "a story"
   assert story.request().segments == story.segments and story.request().seed == story.seed
 
 
 def test_default_seed_is_a_stable_uint32_hash_of_the_id():
-  seeds = [bi.stable_seed(f"prompt-{i}") for i in range(200)]
-  assert seeds == [bi.stable_seed(f"prompt-{i}") for i in range(200)]
+  seeds = [pr.stable_seed(f"prompt-{i}") for i in range(200)]
+  assert seeds == [pr.stable_seed(f"prompt-{i}") for i in range(200)]
   assert all(0 <= s < 2**32 for s in seeds) and len(set(seeds)) == 200
 
 
@@ -160,7 +161,7 @@ def test_default_seed_is_a_stable_uint32_hash_of_the_id():
 )
 def test_a_bad_line_is_reported_with_file_line_and_the_others_go_on(tmp_path, line, reason):
   path = write_prompts(tmp_path / "p.jsonl", [PLAIN, line, STORY])
-  prompts, bad = bi.parse_prompts(path)
+  prompts, bad = pr.parse_prompts(path)
   assert [p.id for p in prompts] == ["calm", "story"]
   assert len(bad) == 1 and bad[0].source == f"{path}:2", bad
   assert reason in bad[0].reason
@@ -168,7 +169,7 @@ def test_a_bad_line_is_reported_with_file_line_and_the_others_go_on(tmp_path, li
 
 def test_a_repeated_id_is_an_error_naming_the_first_line(tmp_path):
   path = write_prompts(tmp_path / "p.jsonl", [PLAIN, STORY, {**PLAIN, "seconds": 3}])
-  prompts, bad = bi.parse_prompts(path)
+  prompts, bad = pr.parse_prompts(path)
   assert [p.id for p in prompts] == ["calm", "story"] and prompts[0].seconds == 2.0
   assert [(e.source, e.id) for e in bad] == [(f"{path}:3", "calm")]
   assert "duplicate id 'calm' (first on line 1)" in bad[0].reason
@@ -177,14 +178,14 @@ def test_a_repeated_id_is_an_error_naming_the_first_line(tmp_path):
 # -- sharding and batching -------------------------------------------------------------------------
 
 
-def _prompts(n: int) -> list[bi.Prompt]:
-  return [bi.Prompt(f"p{i}", (StorySegment("t", 1.0 + i % 3),), i, f"f:{i}") for i in range(n)]
+def _prompts(n: int) -> list[pr.Prompt]:
+  return [pr.Prompt(f"p{i}", (StorySegment("t", 1.0 + i % 3),), i, f"f:{i}") for i in range(n)]
 
 
 @pytest.mark.parametrize("num_shards", [1, 2, 3, 8])
 def test_shards_cover_every_prompt_exactly_once(num_shards):
   prompts = _prompts(50)
-  shards = [bi.shard_prompts(prompts, i, num_shards) for i in range(num_shards)]
+  shards = [pr.shard_prompts(prompts, i, num_shards) for i in range(num_shards)]
   ids = [p.id for shard in shards for p in shard]
   assert sorted(ids) == sorted(p.id for p in prompts) and len(ids) == len(set(ids))
   if num_shards > 1:
@@ -195,17 +196,17 @@ def test_a_prompts_shard_depends_on_its_id_alone():
   prompts = _prompts(40)
   edited = [prompts[-1]] + prompts[5:20] + _prompts(60)[40:]  # reordered, some removed, some added
   for shard_id in range(3):
-    before = {p.id for p in bi.shard_prompts(prompts, shard_id, 3)}
-    after = {p.id for p in bi.shard_prompts(edited, shard_id, 3)}
+    before = {p.id for p in pr.shard_prompts(prompts, shard_id, 3)}
+    after = {p.id for p in pr.shard_prompts(edited, shard_id, 3)}
     assert before & {p.id for p in edited} == after & {p.id for p in prompts}
   with pytest.raises(ValueError, match="shard_id"):
-    bi.shard_prompts(prompts, 3, 3)
+    pr.shard_prompts(prompts, 3, 3)
 
 
 def test_batches_hold_equal_durations_up_to_batch_size():
   prompts = _prompts(10)  # durations 1, 2, 3, 1, 2, 3, ...
-  story = bi.Prompt("s", (StorySegment("a", 1.0), StorySegment("b", 1.0)), 0, "f:99")
-  groups = bi.batches(prompts + [story], batch_size=3)
+  story = pr.Prompt("s", (StorySegment("a", 1.0), StorySegment("b", 1.0)), 0, "f:99")
+  groups = pr.batches(prompts + [story], batch_size=3)
   assert [[p.id for p in b] for b in groups] == [
     ["p0", "p3", "p6"],
     ["p9"],
@@ -220,7 +221,7 @@ def test_batches_hold_equal_durations_up_to_batch_size():
 
 def _check_outputs(out_dir, prompts_path):
   """Every valid prompt is in the manifests exactly once, with its exact WAV."""
-  prompts, _ = bi.parse_prompts(prompts_path)
+  prompts, _ = pr.parse_prompts(prompts_path)
   ids = manifest_ids(out_dir)
   assert sorted(ids) == sorted(p.id for p in prompts), ids
   for p in prompts:
@@ -244,7 +245,7 @@ def test_run_writes_wavs_manifest_and_errors(tmp_path):
   with open(tmp_path / "out" / "manifest.jsonl") as f:
     calm = json.loads(f.readline())
   assert calm["text"] == "a calm violin melody" and calm["seconds"] == 2.0
-  assert calm["seed"] == bi.stable_seed("calm") and calm["samples"] == 48_000
+  assert calm["seed"] == pr.stable_seed("calm") and calm["samples"] == 48_000
   assert calm["source"] == f"{prompts}:1" and calm["checkpoints"] == {"x": 1}
   assert calm["timings"]["batch_size"] == 2 and set(calm["timings"]["stages_s"]) == {
     "semantic",

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 import gin
-from musiclm_jax.decoding import batch_inference
+from musiclm_jax.decoding import prompts
 from musiclm_jax.main import cli
 
 pytestmark = [
@@ -138,9 +138,7 @@ def test_infer_writes_a_wav_and_a_manifest_line_per_prompt_and_reports_the_bad_l
   assert error["source"] == f"{prompts_file}:3" and "invalid JSON" in error["reason"]
   records = {r["id"]: r for r in _manifest(out)}
   assert records["story"]["segments"][1] == {"text": "a lively dance", "seconds": 1.0}
-  assert records["folk"]["seed"] == 3 and records["calm"]["seed"] == batch_inference.stable_seed(
-    "calm"
-  )
+  assert records["folk"]["seed"] == 3 and records["calm"]["seed"] == prompts.stable_seed("calm")
   calm = records["calm"]
   assert [calm["sampling"][s]["temperature"] for s in STAGES] == [1.0, 0.95, 0.4]
   assert {s: calm["checkpoints"]["stages"][s]["step"] for s in STAGES} == dict.fromkeys(STAGES, 2)
