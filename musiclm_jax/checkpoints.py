@@ -191,7 +191,7 @@ class Checkpointer:
         'config_fingerprint': ...}); written with every step, and each of its keys must match
         on restore (keys only in the checkpoint are not checked).
     """
-    self.directory = os.fspath(directory)
+    self.directory = os.path.abspath(os.fspath(directory))  # orbax refuses relative paths
     self.config = config
     self._metadata = None if metadata is None else _to_json(metadata, "metadata")
     self._preempted = False

@@ -73,8 +73,16 @@ def _vector_batches(
   """batches_fn(skip) for `kmeans.fit_kmeans`: real-frame embedding rows [n, d] per audio batch."""
 
   def batches_fn(skip: int) -> Iterator[np.ndarray]:
+    # Without a batch limit, one pass over the split (the crops would otherwise repeat forever).
     audio_batches = train_loop.host_audio_batches(
-      source, split, crop_samples, batch_size, seed, skip, features=("audio", "audio_mask")
+      source,
+      split,
+      crop_samples,
+      batch_size,
+      seed,
+      skip,
+      features=("audio", "audio_mask"),
+      num_epochs=1 if max_batches is None else None,
     )
     limit = None if max_batches is None else max(max_batches - skip, 0)
     for count, batch in enumerate(audio_batches):

@@ -86,11 +86,13 @@ def host_audio_batches(
   *,
   shuffle: bool = True,
   features: tuple[str, ...] = ("audio",),
+  num_epochs: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch of audio crops, as numpy {feature: [b, samples]}.
 
   The audio-model jobs (codec, w2v-BERT, k-means, MuLan) all read their data through this;
-  asking for the "caption" feature adds the clips' captions (bytes).
+  asking for the "caption" feature adds the clips' captions (bytes). `num_epochs` None repeats
+  the split forever.
   """
   dataset = audio_crop_dataset(
     source,
@@ -103,6 +105,7 @@ def host_audio_batches(
     num_shards=jax.process_count(),
     skip_batches=skip_batches,
     with_captions="caption" in features,
+    num_epochs=num_epochs,
   )
   for batch in dataset.as_numpy_iterator():
     yield {name: batch[name] for name in features}

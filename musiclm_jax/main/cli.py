@@ -11,7 +11,7 @@ verbs:
   train       train a model from gin files (--gin_file=... --gin.MODEL_DIR="'dir'")
   compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
   bench       benchmarks: `bench train` / `bench decode`
-  quickstart  the largest real job on an embedded default (tiny stage LMs)
+  quickstart  the whole pipeline on a rendered corpus: tokenizers, token cache, stage LMs, music
   tokenize    cache the token streams of audio datasets (seqio cache job on Apache Beam)
   render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
   build-data  build a TFDS dataset: musiccaps, audio_folder or rendered_music
