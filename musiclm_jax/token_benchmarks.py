@@ -284,16 +284,10 @@ class CachedTokenShards(seqio.DataSource):
     num_epochs: int | None = 1,
   ) -> tf.data.Dataset:
     del split, sequence_length, use_cached
-    order = np.arange(len(self._files))
-    if shard_info is not None:
-      order = order[shard_info.index :: shard_info.num_shards]
-    if shuffle:
-      order = np.random.default_rng(seed).permutation(order)
+    order = token_tasks.shard_order(len(self._files), shuffle, seed, shard_info)
     cycle = min(self._interleave, len(order)) if shuffle else 1
-    shards = tf.data.Dataset.from_tensor_slices([self._files[i] for i in order])
-    dataset = shards.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1)
-    # The cache's parser, so that parsing costs what it costs on the real path.
-    dataset = dataset.map(token_tasks._parse_fn(self._tokens), num_parallel_calls=tf.data.AUTOTUNE)
+    # The cache's own reader, so that parsing costs what it costs on the real path.
+    dataset = token_tasks.read_cached_shards([self._files[i] for i in order], self._tokens, cycle)
     return dataset.repeat(num_epochs)
 
 

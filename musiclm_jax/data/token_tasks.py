@@ -257,6 +257,23 @@ def _parse_fn(tokens: TokenSpec):
   return parse
 
 
+def shard_order(
+  num_shards: int, shuffle: bool, seed: int | None, shard_info: seqio.ShardInfo | None
+) -> np.ndarray:
+  """This host's shard indices, in reading order (permuted by the seed when shuffling)."""
+  order = np.arange(num_shards)
+  if shard_info is not None:
+    order = order[shard_info.index :: shard_info.num_shards]
+  return np.random.default_rng(seed).permutation(order) if shuffle else order
+
+
+def read_cached_shards(files: list[str], tokens: TokenSpec, cycle: int) -> tf.data.Dataset:
+  """Parsed token streams of cache files, `cycle` files interleaved record by record."""
+  shards = tf.data.Dataset.from_tensor_slices(files)
+  dataset = shards.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1)
+  return dataset.map(_parse_fn(tokens), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 class TokenStreamSource(seqio.DataSource):
   """Per-clip token streams of a tokens task: from its offline cache, or tokenized on the fly.
 
@@ -344,32 +361,24 @@ class TokenStreamSource(seqio.DataSource):
       num_shards = info["num_shards"]
     else:
       num_shards = len(self.list_shards(split))
-    order = np.arange(num_shards)
-    if shard_info is not None:
-      order = order[shard_info.index :: shard_info.num_shards]
-    if shuffle:
-      order = np.random.default_rng(seed).permutation(order)
+    order = shard_order(num_shards, shuffle, seed, shard_info)
     if not len(order):
       raise ValueError(f"{self._spec.name} {split}: no shard for {shard_info} of {num_shards}")
     cycle = min(self._interleave, len(order)) if shuffle else 1
     tokens = bundle_levels(self._spec.bundle)
     if self._use_cached:
       files = [shard_file(task_dir, split, int(i), num_shards) for i in order]
-      read_shard = tf.data.TFRecordDataset
-      shards = tf.data.Dataset.from_tensor_slices(files)
-    else:
+      return read_cached_shards(files, tokens, cycle).repeat(num_epochs)
 
-      def generate(index):
-        yield from source_shard(self._spec, split, int(index), num_shards).as_numpy_iterator()
+    def generate(index):
+      yield from source_shard(self._spec, split, int(index), num_shards).as_numpy_iterator()
 
-      def read_shard(index):
-        return tf.data.Dataset.from_generator(
-          generate, args=(index,), output_signature=_stream_signature(tokens)
-        )
+    def read_shard(index):
+      return tf.data.Dataset.from_generator(
+        generate, args=(index,), output_signature=_stream_signature(tokens)
+      )
 
-      shards = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
-    # The same interleave of the same shard order on both paths: the same example order.
+    # The same interleave of the same shard order as the cached path: the same example order.
+    shards = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
     dataset = shards.interleave(read_shard, cycle_length=cycle, block_length=1)
-    if self._use_cached:
-      dataset = dataset.map(_parse_fn(tokens), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.repeat(num_epochs)
