@@ -11,9 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # Debian packages the project needs at run time: FluidSynth (libfluidsynth for pyfluidsynth) and
 # the FluidR3 General-MIDI soundfont render the music21 corpus to audio (DESIGN §7); opus-tools
-# (opusenc/opusdec) is the reference codec of `musiclm-jax bench codec-quality`.
+# (opusenc/opusdec) is the reference codec of `musiclm-jax bench codec-quality`; shellcheck lints
+# launch/ (tests/launch).
 # python3-venv only when this Python cannot make a venv.
-SYSTEM_PACKAGES := fluidsynth fluid-soundfont-gm opus-tools
+SYSTEM_PACKAGES := fluidsynth fluid-soundfont-gm opus-tools shellcheck
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -71,10 +71,16 @@ class CompileReport:
     )
 
 
-def topology_devices(topology: str) -> list[jax.Device]:
-  """Compile-only devices of a TPU topology such as 'v5e:4x4' (needs libtpu)."""
+def topology_devices(topology: str, num_slices: int = 1) -> list[jax.Device]:
+  """Compile-only devices of a TPU topology such as 'v5e:4x4' (needs libtpu).
+
+  `num_slices` > 1 describes a multislice job: that many copies of the slice joined over the
+  data-centre network, each device with its `slice_index` (what the DCN mesh degrees split).
+  """
+  if num_slices < 1:
+    raise ValueError(f"num_slices must be >= 1, got {num_slices}.")
   try:
-    return list(topologies.get_topology_desc(topology, "tpu").devices)
+    return list(topologies.get_topology_desc(topology, "tpu", num_slices=num_slices).devices)
   except Exception as e:  # libtpu raises several types for unknown names or a missing runtime
     raise ValueError(
       f"Cannot describe TPU topology {topology!r} ({e}). Install the `tpu` extra "
@@ -125,6 +131,8 @@ def compile_train_step(
   )
 
 
-def partitioner_for_topology(topology: str, mesh_config: MeshConfig, rules=None) -> Partitioner:
-  """A Partitioner over the compile-only devices of `topology`."""
-  return Partitioner(mesh_config, rules=rules, devices=topology_devices(topology))
+def partitioner_for_topology(
+  topology: str, mesh_config: MeshConfig, rules=None, num_slices: int = 1
+) -> Partitioner:
+  """A Partitioner over the compile-only devices of `topology` (× `num_slices`)."""
+  return Partitioner(mesh_config, rules=rules, devices=topology_devices(topology, num_slices))

@@ -108,6 +108,7 @@ def train(
   seed: int = 0,
   data_seed: int = 0,
   train_split: str = "train",
+  shuffle: bool = True,
   eval_split: str | None = "validation",
   eval_every_steps: int = 0,
   eval_batches: int = 2,
@@ -129,6 +130,9 @@ def train(
     seed: parameter init and dropout seed.
     data_seed: shuffling and crop seed.
     train_split, eval_split: data splits (eval_split None: no evaluation).
+    shuffle: shuffle the training examples. Each host shuffles its own shard (seqio's
+      convention), so only an unshuffled, uncropped stream gives every process count the same
+      global batches (what the multi-host equivalence test uses).
     eval_every_steps: evaluate every N steps and at the end (0: only at the end).
     eval_batches: batches per evaluation.
     log_every_steps: metrics cadence (TensorBoard + console).
@@ -160,7 +164,7 @@ def train(
           "num_devices": jax.device_count(),
         }
       )
-    batches = _batches(task, model, train_split, batch_size, data_seed, data_batches)
+    batches = _batches(task, model, train_split, batch_size, data_seed, data_batches, shuffle)
     loop = train_loop.TrainLoop(
       trainer,
       checkpointer,

@@ -106,11 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   from musiclm_jax.checkpoints import CheckpointMismatchError
   from musiclm_jax.data.token_bundle import CacheMismatchError
+  from musiclm_jax.distributed import DistributedError
   from musiclm_jax.main.gin_utils import GinConfigError
 
   try:
     return VERBS[verb](rest) or 0
-  except (GinConfigError, CheckpointMismatchError, CacheMismatchError) as e:
+  except (GinConfigError, CheckpointMismatchError, CacheMismatchError, DistributedError) as e:
     print(f"musiclm-jax {verb}: {type(e).__name__}: {e}", file=sys.stderr)
     return 2
 

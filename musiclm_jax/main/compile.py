@@ -1,4 +1,5 @@
-"""`musiclm-jax compile --gin_file=MODEL.gin --gin_file=MESH.gin --topology=v5e:4x4`.
+"""`musiclm-jax compile --gin_file=MODEL.gin --gin_file=MESH.gin --topology=v5e:4x4`
+[--num_slices=2] (multislice: the slice repeated over DCN).
 
 Compiles the train step for a TPU slice on this (CPU) host and prints parameter count, per-chip
 memory and FLOPs per step.
@@ -19,6 +20,9 @@ def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax compile")
   parser.add_argument("--topology", required=True, help="TPU topology, e.g. v5e:4x4 or v4:2x2x4")
+  parser.add_argument(
+    "--num_slices", type=int, default=1, help="multislice: slices joined over DCN (default 1)"
+  )
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--num_microbatches", type=int, default=1)
   parser.add_argument("--out", help="also write the report as JSON here")
@@ -27,14 +31,15 @@ def main(argv: Sequence[str]) -> int:
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   model = gin_utils.macro("MODEL")
   mesh_config = gin_utils.configured(partitioning.MeshConfig)()
-  partitioner = aot.partitioner_for_topology(args.topology, mesh_config)
+  partitioner = aot.partitioner_for_topology(args.topology, mesh_config, num_slices=args.num_slices)
+  topology = args.topology if args.num_slices == 1 else f"{args.num_slices}x {args.topology}"
   report = aot.compile_train_step(
     model,
     partitioner,
     batch_size=args.batch_size,
     num_microbatches=args.num_microbatches,
     optimizer=gin_utils.configured(optimizers.OptimizerConfig)(),
-    topology=args.topology,
+    topology=topology,
   )
   print(report.summary())
   if args.out:

@@ -3,10 +3,12 @@
   musiclm-jax infer --gin_file=gin/runs/infer.gin --gin.TOKENIZERS_DIR="'runs/tokenizers'" \
     --gin.SEMANTIC_DIR="'runs/semantic'" --gin.COARSE_DIR="'runs/coarse'" \
     --gin.FINE_DIR="'runs/fine'" --prompts=prompts.jsonl --out_dir=out/ \
-    [--shard_id=I --num_shards=N] [--batch_size=B]
+    [--shard_id=I --num_shards=N] [--batch_size=B] [multi-host flags]
 
-Writes out/<id>.wav and the manifest (one line per finished prompt); bad prompt lines and failed
-prompts go to the errors file. Re-running finishes what a killed run left. The prompt format and
+On several hosts (`launch/local_multiprocess.sh`, `launch/tpu_pod.sh`, `launch/gpu_slurm.sbatch`)
+every process runs the same command; each decodes its share of the prompts (a hash of the id) on
+its own devices. Writes out/<id>.wav and the manifest (one line per finished prompt); bad prompt
+lines and failed prompts go to the errors file. Re-running finishes what a killed run left. The prompt format and
 the file names are in `musiclm_jax/decoding/batch_inference.py`. Exits 1 when some line or prompt
 was not generated (see the errors file), 2 on a configuration error.
 """
@@ -21,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import gin
+from musiclm_jax import distributed
 from musiclm_jax.main import gin_utils
 
 if TYPE_CHECKING:
@@ -74,11 +78,20 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--num_shards", type=int, default=None, help="default: jax.process_count()")
   parser.add_argument("--batch_size", type=int, default=None, help="default: gin BATCH_SIZE")
   parser.add_argument("--gin_search_path", action="append", default=[])
+  distributed.add_flags(parser)
   args = parser.parse_args(rest)
   if not os.path.isfile(args.prompts):
     print(f"musiclm-jax infer: no prompts file {args.prompts}", file=sys.stderr)
     return 2
+  try:
+    distributed_config = distributed.config_from_flags(args)
+  except ValueError as e:
+    parser.error(str(e))
+  distributed.initialize(distributed_config)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
+  distributed.check_agreement(
+    "gin configuration and prompts", gin.config_str(), args.prompts, args.out_dir
+  )
   shard_id, num_shards = _shard(args, parser)
   batch_size = args.batch_size or gin_utils.macro("BATCH_SIZE", default=8)
   if batch_size < 1:

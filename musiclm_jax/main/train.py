@@ -1,7 +1,8 @@
-"""`musiclm-jax train --gin_file=RUN.gin [--gin.KEY=VALUE ...]`: gin-configured training.
+"""`musiclm-jax train --gin_file=RUN.gin [--gin.KEY=VALUE ...] [multi-host flags]`.
 
 The run file picks the job: `TRAIN_JOB = @codec_train_job.train_codec` for the codec; without a
-TRAIN_JOB macro it is the stage-LM job (`train_job.train`).
+TRAIN_JOB macro it is the stage-LM job (`train_job.train`). On several hosts every process runs
+the same command (`launch/`); `distributed.py` starts JAX's multi-controller runtime first.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from musiclm_jax import partitioning, train_job
+import jax
+
+import gin
+from musiclm_jax import distributed, partitioning, train_job
 from musiclm_jax.main import gin_utils
 
 
@@ -17,12 +21,22 @@ def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
   parser = argparse.ArgumentParser(prog="musiclm-jax train")
   parser.add_argument("--gin_search_path", action="append", default=[])
+  distributed.add_flags(parser)
   args = parser.parse_args(rest)
+  try:
+    distributed_config = distributed.config_from_flags(args)
+  except ValueError as e:
+    parser.error(str(e))
+  distributed.initialize(distributed_config)
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
+  distributed.check_agreement("gin configuration", gin.config_str())
   model_dir = gin_utils.macro("MODEL_DIR")
   partitioner = gin_utils.configured(partitioning.Partitioner)()
-  gin_utils.write_config(model_dir)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    gin_utils.write_config(model_dir)
   train = gin_utils.macro("TRAIN_JOB", default=None) or gin_utils.configured(train_job.train)
   train(partitioner=partitioner)
-  gin_utils.write_config(model_dir, "operative_config.gin", operative=True)
+  if is_chief:
+    gin_utils.write_config(model_dir, "operative_config.gin", operative=True)
   return 0

@@ -190,6 +190,58 @@ def test_infer_killed_with_sigkill_finishes_on_rerun_without_duplicates(
 
 
 @pytest.mark.slow
+def test_infer_on_two_processes_generates_every_prompt_exactly_once(
+  infer_flags, prompts_file, tmp_path
+):
+  """`launch/local_multiprocess.sh 2`: two JAX processes (one CPU device each) share the prompts
+  by a hash of their ids, each decoding on its own devices."""
+  out, logs = tmp_path / "out", tmp_path / "logs"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "MUSICLM_JAX_"))}
+  env.update(
+    XLA_FLAGS=env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", ""),
+    JAX_PLATFORMS="cpu",
+    JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
+  launcher = REPO_ROOT / "launch" / "local_multiprocess.sh"
+  command = [sys.executable, "-m", "musiclm_jax.main.cli", "infer", *infer_flags]
+  result = subprocess.run(
+    [
+      str(launcher),
+      "--devices_per_process",
+      "1",
+      "--log_dir",
+      str(logs),
+      "2",
+      *command,
+      f"--prompts={prompts_file}",
+      f"--out_dir={out}",
+      "--batch_size=2",
+    ],
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,  # a hang guard
+  )
+  # Process 0 reports the bad line (exit 1); process 1 has no bad line to report.
+  assert result.returncode == 1, (logs / "process_0.log").read_text()[-3000:]
+  with open(out / "errors.00000-of-00002.jsonl") as f:
+    assert [json.loads(line)["source"] for line in f] == [f"{prompts_file}:3"]
+  by_shard = {}
+  for shard in (0, 1):
+    path = out / f"manifest.{shard:05d}-of-00002.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    by_shard[shard] = sorted(json.loads(line)["id"] for line in lines)
+  assert by_shard == {
+    shard: sorted(i for i in VALID if prompts.shard_of(i, 2) == shard) for shard in (0, 1)
+  }
+  assert sorted(by_shard[0] + by_shard[1]) == sorted(VALID)
+  for prompt_id, seconds in VALID.items():
+    assert sf.info(str(out / f"{prompt_id}.wav")).frames == round(seconds * 24_000)
+
+
+@pytest.mark.slow
 def test_generate_writes_ten_seconds_and_a_spectrogram(infer_flags, tmp_path, capsys):
   wav, png = tmp_path / "out.wav", tmp_path / "out.png"
   code = cli.main(

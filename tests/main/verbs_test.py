@@ -49,6 +49,27 @@ def test_compile_verb_reports_memory_for_a_tpu_topology(tmp_path, capsys):
   assert "per-chip memory" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_compile_verb_compiles_for_two_slices_with_data_parallel_over_dcn(tmp_path):
+  out = tmp_path / "report.json"
+  code = cli.main(
+    [
+      "compile",
+      "--gin_file=gin/models/semantic/tiny.gin",
+      "--gin_file=gin/mesh/tpu_v5e_16x2_multislice.gin",
+      "--gin.partitioning.MeshConfig.ici_fsdp=4",  # the shipped file's 16, for 2x2 slices
+      "--topology=v5e:2x2",
+      "--num_slices=2",
+      "--batch_size=8",
+      f"--out={out}",
+    ]
+  )
+  assert code == 0
+  report = json.loads(out.read_text())
+  assert report["topology"] == "2x v5e:2x2" and report["num_devices"] == 8
+  assert report["mesh_shape"] == {"data": 2, "fsdp": 4, "tensor": 1}
+
+
 def test_compile_verb_rejects_an_unknown_topology(capsys):
   with pytest.raises(ValueError, match="Cannot describe TPU topology"):
     cli.main(["compile", "--gin_file=gin/models/semantic/tiny.gin", "--topology=v99:1x1"])
