@@ -47,6 +47,9 @@ class DistributedConfig:
     num_processes: processes in the job.
     process_id: this process's index in [0, num_processes).
     initialization_timeout_s: how long to wait for every process to connect.
+    shutdown_timeout_s: how long a finished process waits at exit for the others (JAX's
+      shutdown barrier). Training hosts finish together; batch-inference hosts finish their
+      shares of the prompts at different times, so `infer` waits longer.
   """
 
   mode: str = "auto"
@@ -54,6 +57,7 @@ class DistributedConfig:
   num_processes: int | None = None
   process_id: int | None = None
   initialization_timeout_s: int = 300
+  shutdown_timeout_s: int = 300
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -156,6 +160,7 @@ def initialize(config: DistributedConfig) -> bool:
       num_processes=config.num_processes,
       process_id=config.process_id,
       initialization_timeout=config.initialization_timeout_s,
+      shutdown_timeout_seconds=config.shutdown_timeout_s,
     )
   except Exception as e:  # XLA raises several types (RuntimeError, XlaRuntimeError, ValueError)
     how = (

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from musiclm_jax import hardware
+from musiclm_jax import distributed, hardware
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 
@@ -114,8 +114,15 @@ def host_audio_batches(
 def restore_or_init(
   trainer: SteppingTrainer, checkpointer: Checkpointer, seed: int
 ) -> tuple[PyTree, int]:
-  """The newest complete checkpoint's state and data position, or a fresh state at 0."""
-  if checkpointer.latest_step() is None:
+  """The newest complete checkpoint's state and data position, or a fresh state at 0.
+
+  Raises:
+    DistributedError: the hosts of a multi-host job see different newest checkpoints (e.g. each
+      wrote to its own local disk instead of one shared directory).
+  """
+  latest = checkpointer.latest_step()
+  distributed.check_agreement(f"newest checkpoint in {checkpointer.directory}", str(latest))
+  if latest is None:
     return trainer.init_state(seed), 0
   state, extra = checkpointer.restore(trainer.abstract_state)
   logging.info("Resumed from %s step %d.", checkpointer.directory, int(state.step))

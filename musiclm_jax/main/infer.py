@@ -30,6 +30,9 @@ from musiclm_jax.main import gin_utils
 if TYPE_CHECKING:
   from musiclm_jax.decoding.pipeline import MusicLMPipeline
 
+# A host that has decoded its share of the prompts waits this long at exit for the others.
+SHUTDOWN_TIMEOUT_S = 24 * 3600
+
 STAGE_DIRS = {"semantic": "SEMANTIC_DIR", "coarse": "COARSE_DIR", "fine": "FINE_DIR"}
 
 
@@ -84,7 +87,9 @@ def main(argv: Sequence[str]) -> int:
     print(f"musiclm-jax infer: no prompts file {args.prompts}", file=sys.stderr)
     return 2
   try:
-    distributed_config = distributed.config_from_flags(args)
+    distributed_config = dataclasses.replace(
+      distributed.config_from_flags(args), shutdown_timeout_s=SHUTDOWN_TIMEOUT_S
+    )
   except ValueError as e:
     parser.error(str(e))
   distributed.initialize(distributed_config)
