@@ -32,6 +32,7 @@ from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import (
   SoundStreamConfig,
 )
+from musiclm_jax.tokenizers.soundstream.model import SoundStream
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -258,4 +259,24 @@ def reconstruction_distances(
   for n in levels:
     decoded = codec.decode(codes[..., :n])[:, : audio.shape[-1]]
     out[n] = float(jnp.mean(mel_distance(decoded, jnp.asarray(audio), codec.sample_rate)))
+  return out
+
+
+def latent_errors(
+  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
+) -> dict[int, float]:
+  """RMS of encoder output minus its quantization with each number of levels.
+
+  Tells a quantizer that stopped refining (this grows flat in the levels) from a decoder that
+  does not use what deeper levels add (this falls, `reconstruction_distances` does not).
+  """
+  model = SoundStream(codec.config)
+  latent = model.apply(codec.variables, jnp.asarray(audio), method=SoundStream.embed)
+  codes = codec.encode(audio)
+  out = {}
+  for n in levels:
+    quantized = model.apply(
+      codec.variables, codes[..., :n], method=lambda m, c: m.quantizer.decode(c)
+    )
+    out[n] = float(jnp.sqrt(jnp.mean(jnp.square(latent - quantized))))
   return out

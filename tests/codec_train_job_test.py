@@ -123,11 +123,17 @@ def test_metadata_round_trips_the_architecture():
 @pytest.mark.slow
 def test_codec_learns_rendered_music(source, tmp_path):
   """Bounded-step learning on real (rendered) music: the eval mel distance of reconstructions
-  falls well below that of the initial codec. The per-level numbers are printed, not asserted:
-  at this size and step count the decoder barely uses the codes (decoding frame-shuffled codes is
-  only 1-4% worse than the true ones) and the error is dominated by the quietest mel bins, so
-  12 levels vs 1 is within noise: measured 1 → 12 levels 2.45 → 2.25 without quantizer dropout at
-  lr 1e-3, but 2.17 → 2.25 at lr 3e-3 and 2.26 → 2.29 with dropout at lr 3e-3 (see issue 4)."""
+  falls well below that of the initial codec, and the quantizer refines the latent level by level
+  (its RMS error with 12 levels is well below that with 1).
+
+  Decoding with 12 levels does not yet beat 1 level in mel distance at any bounded CPU budget
+  tried, so that is printed, not asserted (issue 4). Not a quantizer fault: on held-out clips the
+  RVQ's residual falls with every level and every level uses its codes, but the tiny decoder
+  renders little more than a clip-wide spectrum in a few hundred steps. Decoding the encoder's
+  *unquantized* latent is no better than 1 level, and frame-shuffled codes are only 1-4% worse,
+  so finer latents have nothing to improve (quickstart codec: 1.53 with 1 level, 1.55 with 6 or
+  unquantized, silence 6.86; lr 1e-3 / 3e-3, with or without the STFT loss, 6 × 16, 12 × 4 and
+  12 × 2 levels × codes all within ±2%, 12 × 2: 1.51 → 1.43 at 2 levels → 1.49 at 12)."""
   config = SoundStreamConfig.tiny()
   config = dataclasses.replace(
     config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)
@@ -151,5 +157,8 @@ def test_codec_learns_rendered_music(source, tmp_path):
       source, split="eval", crop_samples=48_000, batch_size=4, seed=0, shuffle=False
     ).as_numpy_iterator()
   )["audio"]
+  errors = codec_train_job.latent_errors(codec, clips, (1, 4, 12))
   distances = codec_train_job.reconstruction_distances(codec, clips, (1, 4, 12))
   print(f"mel distance: start {start_distance:.3f}, by levels after 300 steps {distances}")
+  print(f"latent RMS error by levels {errors}")
+  assert errors[12] < 0.7 * errors[1] and errors[4] < errors[1], errors
