@@ -45,6 +45,7 @@ quickstart: install
 lint: install
 	$(BIN)/ruff check musiclm_jax tasks tests
 	$(BIN)/ruff format --check musiclm_jax tasks tests
+	shellcheck -x launch/*.sh launch/*.sbatch
 
 format: install
 	$(BIN)/ruff format musiclm_jax tasks tests
