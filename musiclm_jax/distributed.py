@@ -106,16 +106,14 @@ def config_from_flags(
   MUSICLM_JAX_DISTRIBUTED."""
   environ = os.environ if environ is None else environ
 
-  def pick(flag, name, read):
+  def either(flag, name, read=lambda e, n: e.get(n) or None):
     return flag if flag is not None else read(environ, name)
 
   return DistributedConfig(
-    mode=pick(args.distributed, "MUSICLM_JAX_DISTRIBUTED", lambda e, n: e.get(n) or "auto"),
-    coordinator_address=pick(
-      args.coordinator_address, "JAX_COORDINATOR_ADDRESS", lambda e, n: e.get(n) or None
-    ),
-    num_processes=pick(args.num_processes, "JAX_NUM_PROCESSES", _env_int),
-    process_id=pick(args.process_id, "JAX_PROCESS_ID", _env_int),
+    mode=either(args.distributed, "MUSICLM_JAX_DISTRIBUTED") or "auto",
+    coordinator_address=either(args.coordinator_address, "JAX_COORDINATOR_ADDRESS"),
+    num_processes=either(args.num_processes, "JAX_NUM_PROCESSES", _env_int),
+    process_id=either(args.process_id, "JAX_PROCESS_ID", _env_int),
   )
 
 

@@ -9,7 +9,6 @@ processes must restore in one and continue exactly as the one-process run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LAUNCHER = REPO_ROOT / "launch" / "local_multiprocess.sh"
+from tests import multiprocess
+
+REPO_ROOT = multiprocess.REPO_ROOT
 TRAIN = [
   sys.executable,
   "-m",
@@ -37,35 +37,23 @@ TRAIN = [
   "--gin.synthetic_tokens.synthetic_token_source.num_clips=64",
   "--gin.checkpoints.CheckpointConfig.save_interval_steps=2",
 ]
-TIMEOUT_S = 600  # a hang guard: a collective that never completes must not stall CI
-
-
-def _env(**extra: str) -> dict[str, str]:
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "MUSICLM_JAX_"))}
-  flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-  return {**env, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", **extra}
 
 
 def _one_process(model_dir: Path, num_steps: int) -> subprocess.CompletedProcess:
+  env = multiprocess.clean_env()
+  env["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
   return subprocess.run(
     [*TRAIN, f"--gin.MODEL_DIR='{model_dir}'", f"--gin.NUM_STEPS={num_steps}"],
     cwd=REPO_ROOT,
-    env=_env(XLA_FLAGS=_env()["XLA_FLAGS"] + " --xla_force_host_platform_device_count=8"),
+    env=env,
     capture_output=True,
     text=True,
-    timeout=TIMEOUT_S,
+    timeout=multiprocess.TIMEOUT_S,
   )
 
 
 def _two_processes(log_dir: Path, *command: str) -> subprocess.CompletedProcess:
-  return subprocess.run(
-    [str(LAUNCHER), "--devices_per_process", "4", "--log_dir", str(log_dir), "2", *command],
-    cwd=REPO_ROOT,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=TIMEOUT_S,
-  )
+  return multiprocess.run_processes(2, 4, log_dir, list(command))
 
 
 def _losses(model_dir: Path) -> dict[int, float]:

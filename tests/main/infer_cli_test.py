@@ -18,6 +18,7 @@ import soundfile as sf
 import gin
 from musiclm_jax.decoding import prompts
 from musiclm_jax.main import cli
+from tests import multiprocess
 
 pytestmark = [
   pytest.mark.usefixtures("persistent_compilation_cache"),
@@ -196,33 +197,15 @@ def test_infer_on_two_processes_generates_every_prompt_exactly_once(
   """`launch/local_multiprocess.sh 2`: two JAX processes (one CPU device each) share the prompts
   by a hash of their ids, each decoding on its own devices."""
   out, logs = tmp_path / "out", tmp_path / "logs"
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "MUSICLM_JAX_"))}
-  env.update(
-    XLA_FLAGS=env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", ""),
-    JAX_PLATFORMS="cpu",
+  command = [sys.executable, "-m", "musiclm_jax.main.cli", "infer", *infer_flags]
+  command += [f"--prompts={prompts_file}", f"--out_dir={out}", "--batch_size=2"]
+  result = multiprocess.run_processes(
+    2,
+    1,
+    logs,
+    command,
     JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
-  launcher = REPO_ROOT / "launch" / "local_multiprocess.sh"
-  command = [sys.executable, "-m", "musiclm_jax.main.cli", "infer", *infer_flags]
-  result = subprocess.run(
-    [
-      str(launcher),
-      "--devices_per_process",
-      "1",
-      "--log_dir",
-      str(logs),
-      "2",
-      *command,
-      f"--prompts={prompts_file}",
-      f"--out_dir={out}",
-      "--batch_size=2",
-    ],
-    cwd=REPO_ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,  # a hang guard
   )
   # Process 0 reports the bad line (exit 1); process 1 has no bad line to report.
   assert result.returncode == 1, (logs / "process_0.log").read_text()[-3000:]
