@@ -7,6 +7,10 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# libtpu locks /tmp/libtpu_lockfile for the life of the process that loads it, so the compile
+# tests (compile-only TPU topologies, no chips) in the two xdist workers would lock each other
+# out. The lock guards real TPU chips, which tests never use.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
