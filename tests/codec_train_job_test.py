@@ -22,6 +22,8 @@ from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 
 CROP = 480 * 10
 BATCH = 8
+# The learning test's crops and clips: 0.5 s, 25 frames.
+LEARNING_CROP = 12_000
 
 
 pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
@@ -120,45 +122,64 @@ def test_metadata_round_trips_the_architecture():
   assert codec_train_job.config_from_metadata(metadata["architecture"]) == config
 
 
-@pytest.mark.slow
-def test_codec_learns_rendered_music(source, tmp_path):
-  """Bounded-step learning on real (rendered) music: the eval mel distance of reconstructions
-  falls well below that of the initial codec, and the quantizer refines the latent level by level
-  (its RMS error with 12 levels is well below that with 1).
+@pytest.fixture(scope="module")
+def few_clips(tmp_path_factory) -> AudioSource:
+  """Rendered music cut to clips as long as a training crop: every batch is the whole train
+  split (8 clips), so 400 CPU steps train the tiny codec far enough to reproduce what plays."""
+  manual_dir = tmp_path_factory.mktemp("few_rendered")
+  render_corpus(
+    str(manual_dir), num_clips=10, clip_seconds=LEARNING_CROP / 24_000, seed=3, progress=False
+  )
+  data_dir = tmp_path_factory.mktemp("few_tfds")
+  build.build_dataset("rendered_music", data_dir=str(data_dir), manual_dir=str(manual_dir))
+  return AudioSource("rendered_music/24khz", str(data_dir))
 
-  Decoding with 12 levels does not yet beat 1 level in mel distance at any bounded CPU budget
-  tried, so that is printed, not asserted (issue 4). Not a quantizer fault: on held-out clips the
-  RVQ's residual falls with every level and every level uses its codes, but the tiny decoder
-  renders little more than a clip-wide spectrum in a few hundred steps. Decoding the encoder's
-  *unquantized* latent is no better than 1 level, and frame-shuffled codes are only 1-4% worse,
-  so finer latents have nothing to improve (quickstart codec: 1.53 with 1 level, 1.55 with 6 or
-  unquantized, silence 6.86; lr 1e-3 / 3e-3, with or without the STFT loss, 6 × 16, 12 × 4 and
-  12 × 2 levels × codes all within ±2%, 12 × 2: 1.51 → 1.43 at 2 levels → 1.49 at 12)."""
+
+def _clips(source: AudioSource, split: str, batch_size: int) -> np.ndarray:
+  dataset = audio_crop_dataset(
+    source, split=split, crop_samples=LEARNING_CROP, batch_size=batch_size, seed=0, shuffle=False
+  )
+  return next(dataset.as_numpy_iterator())["audio"]
+
+
+@pytest.mark.slow
+def test_codec_learns_rendered_music(few_clips, tmp_path):
+  """Bounded-step learning on real (rendered) music, through the training job (GAN off):
+  the mel distance of reconstructions falls well below the initial codec's, decoding with 12
+  levels beats decoding with 1 on the music it learned, and the quantizer refines the latent
+  level by level.
+
+  On held-out clips the codec's reconstructions improve too (asserted), but at this budget only
+  in what a clip-wide spectrum and the note onsets give: deeper levels do not help there yet
+  (printed). That needs the decoder to render pitched partials of unseen music, which takes far
+  more steps than a CPU test has (issue 4; BENCHMARKS.md has the longer runs). Measured here:
+  train clips 1.06 (1 level) → 0.81 (12), held-out ≈ 1.5 at every depth."""
   config = SoundStreamConfig.tiny()
   config = dataclasses.replace(
     config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)
   )
-  model = SoundStreamGAN(config, CodecLossConfig(adversarial_start_step=10**6), crop_samples=12_000)
+  model = SoundStreamGAN(
+    config, CodecLossConfig(adversarial_start_step=10**6), crop_samples=LEARNING_CROP
+  )
   adam = optimizers.OptimizerConfig(
-    learning_rate=1e-3, schedule="constant", warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0
+    learning_rate=3e-3, schedule="constant", warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0
   )
   single = Partitioner(MeshConfig(num_devices=1, ici_data=1))
   trainer = codec_train_job._make_trainer(model, single, BATCH, adam, adam)
-  start = codec_train_job.evaluate_codec(trainer, trainer.init_state(0), source, "eval", 1, 0)
+  start = codec_train_job.evaluate_codec(trainer, trainer.init_state(0), few_clips, "eval", 1, 0)
   final = _train(
-    source, tmp_path / "run", 300, model=model, generator_optimizer=adam, log_every_steps=100
+    few_clips, tmp_path / "run", 400, model=model, generator_optimizer=adam, log_every_steps=100
   )
   start_distance = start["mel_distance_all_levels"]
   assert final["eval/mel_distance_all_levels"] < 0.6 * start_distance, (start, final)
   assert final["eval/mel_distance_all_levels"] < 0.5 * final["eval/mel_distance_silence"]
+
   codec = codec_train_job.load_codec(str(tmp_path / "run"))
-  clips = next(
-    audio_crop_dataset(
-      source, split="eval", crop_samples=48_000, batch_size=4, seed=0, shuffle=False
-    ).as_numpy_iterator()
-  )["audio"]
-  errors = codec_train_job.latent_errors(codec, clips, (1, 4, 12))
-  distances = codec_train_job.reconstruction_distances(codec, clips, (1, 4, 12))
-  print(f"mel distance: start {start_distance:.3f}, by levels after 300 steps {distances}")
-  print(f"latent RMS error by levels {errors}")
+  learned = _clips(few_clips, "train", BATCH)
+  distances = codec_train_job.reconstruction_distances(codec, learned, (1, 4, 12))
+  held_out = codec_train_job.reconstruction_distances(codec, _clips(few_clips, "eval", 2), (1, 12))
+  errors = codec_train_job.latent_errors(codec, learned, (1, 4, 12))
+  print(f"mel distance: start {start_distance:.3f}; after 400 steps by levels {distances} on the")
+  print(f"train clips, {held_out} held out; latent RMS error by levels {errors}")
+  assert distances[12] < 0.9 * distances[1] and distances[4] < distances[1], distances
   assert errors[12] < 0.7 * errors[1] and errors[4] < errors[1], errors

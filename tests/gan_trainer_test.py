@@ -139,7 +139,9 @@ def test_adversarial_terms_wait_for_their_start_step():
     )
     disc_loss, _ = discriminator_loss(disc_params, batch, fake, jnp.asarray(step))
     losses[step] = (float(gen_loss), float(disc_loss), metrics)
-  (gen_before, disc_before, metrics), (gen_after, disc_after, _) = losses[4], losses[5]
+  (gen_before, disc_before, before), (gen_after, disc_after, metrics) = losses[4], losses[5]
   assert disc_before == 0.0 and disc_after > 0.0
+  # Before the start the discriminator is skipped (lax.cond), not weighted by zero.
+  assert before["adversarial_loss"] == 0.0 and before["feature_matching_loss"] == 0.0
   adversarial = metrics["adversarial_loss"] + 3.0 * metrics["feature_matching_loss"]
   np.testing.assert_allclose(gen_after - gen_before, adversarial, rtol=1e-4)

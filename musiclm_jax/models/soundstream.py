@@ -37,7 +37,7 @@ class CodecLossConfig:
     commitment_weight: RVQ commitment (encoder output pulled toward its codes).
     adversarial_start_step: adversarial and feature-matching terms (and discriminator updates)
       start at this step, so the discriminator meets reconstructions that already sound like
-      something.
+      something. Before it the discriminator is not run; its losses and logits read 0.
   """
 
   mel_weight: float = 1.0
@@ -46,6 +46,12 @@ class CodecLossConfig:
   feature_matching_weight: float = 3.0
   commitment_weight: float = 1.0
   adversarial_start_step: int = 0
+
+
+def _zero_terms(disc_params: PyTree, real: jax.Array, fake: jax.Array):
+  """The adversarial terms before the adversarial phase (the other branch of the cond)."""
+  del disc_params, real, fake
+  return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
 
 
 class SoundStreamGAN:
@@ -85,7 +91,21 @@ class SoundStreamGAN:
     }
 
   def _adversarial_on(self, step: jax.Array) -> jax.Array:
-    return (jnp.asarray(step) >= self.loss.adversarial_start_step).astype(jnp.float32)
+    """Whether the adversarial phase has started: a traced bool, the predicate of `lax.cond`.
+
+    Before it the discriminator is not run at all (a cond, not a zero weight): on the tiny codec
+    its forward and backward passes are ~3/4 of a step.
+    """
+    return jnp.asarray(step) >= self.loss.adversarial_start_step
+
+  def _adversarial_terms(
+    self, disc_params: PyTree, real: jax.Array, fake: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
+    """(generator hinge loss, feature matching loss) of `fake` against `real`."""
+    real_out = self.discriminator.apply({"params": disc_params}, real)
+    fake_out = self.discriminator.apply({"params": disc_params}, fake)
+    adversarial = losses.generator_hinge_loss(fake_out.logits)
+    return adversarial, losses.feature_matching_loss(real_out.features, fake_out.features)
 
   def generator_loss(
     self,
@@ -112,15 +132,15 @@ class SoundStreamGAN:
     cfg, sr = self.loss, self.config.sample_rate
     mel = losses.multiscale_mel_loss(fake, real, sr)
     stft = losses.multi_resolution_stft_loss(fake, real)
-    real_out = self.discriminator.apply({"params": disc_params}, real)
-    fake_out = self.discriminator.apply({"params": disc_params}, fake)
-    adversarial = losses.generator_hinge_loss(fake_out.logits)
-    feature = losses.feature_matching_loss(real_out.features, fake_out.features)
     on = self._adversarial_on(step)
+    adversarial, feature = jax.lax.cond(
+      on, self._adversarial_terms, _zero_terms, disc_params, real, fake
+    )
     total = (
       cfg.mel_weight * mel
       + cfg.stft_weight * stft
-      + on * (cfg.adversarial_weight * adversarial + cfg.feature_matching_weight * feature)
+      + cfg.adversarial_weight * adversarial
+      + cfg.feature_matching_weight * feature
       + cfg.commitment_weight * rvq.commitment_loss
     )
     metrics = {
@@ -138,14 +158,23 @@ class SoundStreamGAN:
   def discriminator_loss(
     self, params: PyTree, batch: Batch, fake: jax.Array, step: jax.Array
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Hinge loss on real audio vs the generator's (stopped) reconstructions."""
-    real_out = self.discriminator.apply({"params": params}, batch["audio"])
-    fake_out = self.discriminator.apply({"params": params}, fake)
-    hinge = losses.discriminator_hinge_loss(real_out.logits, fake_out.logits)
-    real_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in real_out.logits]))
-    fake_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in fake_out.logits]))
-    metrics = {"hinge_loss": hinge, "real_logit": real_logit, "fake_logit": fake_logit}
-    return self._adversarial_on(step) * hinge, metrics
+    """Hinge loss on real audio vs the generator's (stopped) reconstructions; zero, with zero
+    metrics, before the adversarial phase."""
+
+    def hinge_and_metrics(params, real, fake):
+      real_out = self.discriminator.apply({"params": params}, real)
+      fake_out = self.discriminator.apply({"params": params}, fake)
+      hinge = losses.discriminator_hinge_loss(real_out.logits, fake_out.logits)
+      real_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in real_out.logits]))
+      fake_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in fake_out.logits]))
+      return hinge, {"hinge_loss": hinge, "real_logit": real_logit, "fake_logit": fake_logit}
+
+    def skipped(params, real, fake):
+      zero = jnp.zeros((), jnp.float32)
+      return zero, {"hinge_loss": zero, "real_logit": zero, "fake_logit": zero}
+
+    on = self._adversarial_on(step)
+    return jax.lax.cond(on, hinge_and_metrics, skipped, params, batch["audio"], fake)
 
   def reconstruct(
     self, params: PyTree, state: PyTree, audio: jax.Array, num_levels: int | None = None

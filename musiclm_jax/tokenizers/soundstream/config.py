@@ -70,7 +70,7 @@ class SoundStreamConfig:
 
   Encoder block b has `channels * channel_mults[b]` output channels and downsamples by
   `strides[b]`; the decoder mirrors it. Residual units are Conv(k=7, dilation d) → Conv(k=1) with
-  ELU pre-activations, one per entry of `dilations`.
+  pre-activations (ELU or Snake), one per entry of `dilations`.
 
   Attributes:
     sample_rate: audio sample rate in Hz.
@@ -83,6 +83,8 @@ class SoundStreamConfig:
     causal: pad every conv on the left only, so the encoder output at frame t depends on samples
       up to the end of frame t and the decoder output up to frame t on codes up to t (streaming).
       Otherwise convs are centred.
+    activation: 'elu' (SEANet, the paper) or 'snake' (x + sin²(αx)/α with learned α per channel,
+      as in BigVGAN/DAC): a periodic bias that lets the decoder learn pitched partials sooner.
     tanh_output: squash the decoder output with tanh. Off by default: the output is linear so
       loud transients are not compressed and gradients do not vanish near ±1; clip for playback.
     dtype: compute dtype of the convs ('float32' or 'bfloat16'); quantization and losses stay
@@ -101,6 +103,7 @@ class SoundStreamConfig:
   dilations: tuple[int, ...] = (1, 3, 9)
   kernel_size: int = 7
   causal: bool = False
+  activation: str = "elu"
   tanh_output: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -116,6 +119,10 @@ class SoundStreamConfig:
       )
     if min(self.strides) < 1 or min(self.channel_mults) < 1 or self.channels < 1:
       raise ValueError(f"SoundStreamConfig needs positive strides and widths: {self}.")
+    if self.activation not in ("elu", "snake"):
+      raise ValueError(
+        f"SoundStreamConfig.activation must be 'elu' or 'snake', got {self.activation!r}."
+      )
     if self.rvq.dim != self.embedding_dim:
       raise ValueError(
         f"SoundStreamConfig.rvq.dim={self.rvq.dim} must equal embedding_dim="

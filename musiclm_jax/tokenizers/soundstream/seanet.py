@@ -1,9 +1,9 @@
 """SEANet encoder and decoder of SoundStream (Zeghidour et al., 2021, §3.1-3.2).
 
-Encoder: Conv(k=7, C) → per stride S: [residual units (dilations 1, 3, 9) → ELU →
-Conv(k=2S, stride S)] → ELU → Conv(k=3, D). The decoder mirrors it with transposed convs:
-Conv(k=7) → per stride: [ELU → ConvTranspose(k=2S, stride S) → residual units] → ELU →
-Conv(k=7, 1).
+Encoder: Conv(k=7, C) → per stride S: [residual units (dilations 1, 3, 9) → act →
+Conv(k=2S, stride S)] → act → Conv(k=3, D). The decoder mirrors it with transposed convs:
+Conv(k=7) → per stride: [act → ConvTranspose(k=2S, stride S) → residual units] → act →
+Conv(k=7, 1). The activation is ELU (SEANet) or Snake (`SoundStreamConfig.activation`).
 
 Every conv pads so that an input of T samples (T a multiple of the stride) gives exactly T / S
 outputs, and every transposed conv gives exactly T * S: in causal mode convs pad on the left only
@@ -16,6 +16,8 @@ the batch of activations is sharded, through the logical constraints below.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -42,6 +44,8 @@ class CodecConv(nn.Module):
     dilation: spacing of the taps.
     groups: feature groups (grouped conv).
     causal: pad on the left only.
+    zero_init: start with a zero kernel (the last conv of a residual branch, so the unit starts
+      as the identity).
   """
 
   features: int
@@ -50,6 +54,7 @@ class CodecConv(nn.Module):
   dilation: int = 1
   groups: int = 1
   causal: bool = False
+  zero_init: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -66,6 +71,7 @@ class CodecConv(nn.Module):
       padding="VALID",
       kernel_dilation=(self.dilation,),
       feature_group_count=self.groups,
+      kernel_init=nn.initializers.zeros if self.zero_init else nn.linear.default_kernel_init,
       dtype=self.dtype,
       param_dtype=self.param_dtype,
       name="conv",
@@ -106,8 +112,36 @@ class CodecConvTranspose(nn.Module):
     return y[:, crop_left : crop_left + x.shape[1] * self.stride]
 
 
+class Snake(nn.Module):
+  """Snake activation x + sin²(αx) / α with a learned frequency α per channel (Ziyin et al.,
+  2020; BigVGAN and DAC use it in their decoders).
+
+  Its periodic term gives the convs harmonic oscillators to shape: on rendered music an ELU
+  decoder first learns note onsets and a spectrum shared by all clips, and pitched partials only
+  much later.
+  """
+
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., channels] -> [..., channels]."""
+    alpha = self.param("alpha", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    alpha = jnp.asarray(alpha, self.dtype)
+    # The floor keeps 1/α finite if a channel's α is driven to zero.
+    return x + jnp.square(jnp.sin(alpha * x)) / (alpha + 1e-9)
+
+
+def _activation(cfg: SoundStreamConfig, name: str) -> nn.Module | Callable[[jax.Array], jax.Array]:
+  """The configured nonlinearity; Snake's α parameters live under `name`."""
+  if cfg.activation == "snake":
+    return Snake(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name)
+  return nn.elu
+
+
 class ResidualUnit(nn.Module):
-  """x + Conv(k=1)(ELU(Conv(k, dilation)(ELU(x)))), width unchanged."""
+  """x + Conv(k=1)(act(Conv(k, dilation)(act(x)))), width unchanged (act: ELU or Snake)."""
 
   config: SoundStreamConfig
   dilation: int
@@ -119,7 +153,12 @@ class ResidualUnit(nn.Module):
     conv = dict(causal=cfg.causal, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     width = x.shape[-1]
     dilated = CodecConv(width, cfg.kernel_size, dilation=self.dilation, name="dilated", **conv)
-    y = CodecConv(width, 1, name="pointwise", **conv)(nn.elu(dilated(nn.elu(x))))
+    hidden = dilated(_activation(cfg, "act_in")(x))
+    # Snake's sin² term is never negative, so through a stack of residual units it compounds
+    # (latent RMS 15.7 at init on unit-scale audio); residual branches that start at zero keep
+    # the stack at the scale of its input.
+    pointwise = CodecConv(width, 1, zero_init=cfg.activation == "snake", name="pointwise", **conv)
+    y = pointwise(_activation(cfg, "act_mid")(hidden))
     return nn.with_logical_constraint(x + y, _ACTIVATION_AXES)
 
 
@@ -147,9 +186,10 @@ class SeanetEncoder(nn.Module):
       down = CodecConv(
         cfg.channels * mult, 2 * stride, stride=stride, name=f"block{b}_down", **conv
       )
-      x = down(nn.elu(x))
+      x = down(_activation(cfg, f"block{b}_act")(x))
       x = nn.with_logical_constraint(x, _ACTIVATION_AXES)
-    x = CodecConv(cfg.embedding_dim, 3, name="conv_out", **conv)(nn.elu(x))
+    x = _activation(cfg, "act_out")(x)
+    x = CodecConv(cfg.embedding_dim, 3, name="conv_out", **conv)(x)
     return nn.with_logical_constraint(x, _ACTIVATION_AXES)
 
 
@@ -175,10 +215,11 @@ class SeanetDecoder(nn.Module):
     x = CodecConv(widths[-1], cfg.kernel_size, name="conv_in", **conv)(x)
     blocks = list(enumerate(zip(out_widths, cfg.strides)))
     for b, (width, stride) in reversed(blocks):
-      x = CodecConvTranspose(width, stride, name=f"block{b}_up", **conv)(nn.elu(x))
+      x = _activation(cfg, f"block{b}_act")(x)
+      x = CodecConvTranspose(width, stride, name=f"block{b}_up", **conv)(x)
       x = nn.with_logical_constraint(x, _ACTIVATION_AXES)
       for dilation in cfg.dilations:
         x = ResidualUnit(cfg, dilation, name=f"block{b}_res_d{dilation}")(x)
-    x = CodecConv(1, cfg.kernel_size, name="conv_out", **conv)(nn.elu(x))
+    x = CodecConv(1, cfg.kernel_size, name="conv_out", **conv)(_activation(cfg, "act_out")(x))
     audio = x[..., 0].astype(jnp.float32)
     return jnp.tanh(audio) if cfg.tanh_output else audio

@@ -62,6 +62,7 @@ def test_parameter_budgets():
     (dict(strides=(2, 4)), "one channel multiplier per stride"),
     (dict(embedding_dim=64), "must equal embedding_dim"),
     (dict(strides=(7, 4, 5, 8)), "not a multiple of the hop"),
+    (dict(activation="relu"), "must be 'elu' or 'snake'"),
   ],
 )
 def test_inconsistent_configs_are_rejected(changes, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.rvq import QUANTIZER
 from musiclm_jax.tokenizers.soundstream import SoundStream, SoundStreamConfig, losses
+from musiclm_jax.tokenizers.soundstream.seanet import Snake
 from tests.tokenizers.soundstream.fast_compile import compile_fast
 
 TINY = SoundStreamConfig.tiny()
@@ -202,3 +204,42 @@ def test_generator_overfits_tones_through_the_quantizer():
   assert bool(quantizer["quantizer"]["initialized"])
   assert np.all(np.isfinite(mels))
   assert np.mean(mels[-3:]) < 0.4 * mels[0], mels
+
+
+SNAKE = dataclasses.replace(TINY, activation="snake")
+
+
+def test_snake_is_x_plus_sin_squared_over_alpha_per_channel():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 2)), jnp.float32)
+  alpha = jnp.asarray([2.0, 0.5])
+  got = Snake().apply({"params": {"alpha": alpha}}, x)
+  np.testing.assert_allclose(got, x + np.sin(alpha * x) ** 2 / alpha, rtol=1e-6, atol=1e-6)
+
+
+def test_snake_codec_starts_at_the_scale_of_its_input():
+  """Every activation learns its own α (from 1), and residual branches start at zero: without
+  that, Snake's non-negative sin² compounds through the stack to ~50× the input's RMS."""
+  model = SoundStream(SNAKE)
+  variables = compile_fast(lambda x: model.init(jax.random.key(0), x, train=False), AUDIO)(AUDIO)
+  flat = flax.traverse_util.flatten_dict(variables["params"])
+  alphas = [v for k, v in flat.items() if k[-1] == "alpha"]
+  # 4 blocks × (3 units × 2 + 1) + 1 in the encoder and in the decoder.
+  assert len(alphas) == 2 * (4 * 7 + 1) and all(np.all(a == 1.0) for a in alphas)
+  pointwise = [v for k, v in flat.items() if "pointwise" in k and k[-1] == "kernel"]
+  assert pointwise and not any(np.any(kernel) for kernel in pointwise)
+  recon, _ = compile_fast(lambda v, x: model.apply(v, x, train=False), variables, AUDIO)(
+    variables, AUDIO
+  )
+  rms = lambda a: float(jnp.sqrt(jnp.mean(jnp.square(a))))  # noqa: E731
+  assert 0.01 * rms(AUDIO) < rms(recon) < rms(AUDIO)
+
+
+def test_snake_codec_decodes_a_prefix_of_codes_like_the_forward_pass():
+  model = SoundStream(SNAKE)
+  variables = compile_fast(lambda x: model.init(jax.random.key(1), x, train=False), AUDIO)(AUDIO)
+  forward = compile_fast(
+    lambda v, x: model.apply(v, x, train=False, num_levels=2), variables, AUDIO
+  )
+  recon, out = forward(variables, AUDIO)
+  decode = compile_fast(lambda v, c: model.apply(v, c, method="decode"), variables, out.codes)
+  np.testing.assert_allclose(decode(variables, out.codes), recon, atol=1e-5)
