@@ -1,4 +1,5 @@
-"""Codec speed behind `musiclm-jax bench codec`: SoundStream encode / decode against real time.
+"""Codec speed behind `musiclm-jax bench codec`: SoundStream encode / decode against real time;
+and behind `bench codec-train`: the training step before and after the adversarial phase.
 
 Both directions run through `SoundStreamCodec` (input checks included, as a caller pays them) on
 randomly initialised weights: the programs, hence the speed, do not depend on the weights' values.
@@ -8,13 +9,18 @@ calls, blocked until the result is ready.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from musiclm_jax import timing
+from musiclm_jax import codec_train_job, timing
+from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
+from musiclm_jax.optimizers import OptimizerConfig
+from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 
@@ -70,6 +76,68 @@ def bench_codec(
         "encode_rtf": encode_s / audio_s,
         "decode_rtf": decode_s / audio_s,
         "params": codec.num_params,
+      }
+    )
+  return rows
+
+
+def bench_codec_train(
+  config: SoundStreamConfig,
+  partitioner: Partitioner,
+  *,
+  batch_size: int,
+  seconds: float,
+  repeats: int = 5,
+  seed: int = 0,
+) -> list[dict[str, Any]]:
+  """Training step time of a codec before and after its adversarial phase, in one process.
+
+  Before `adversarial_start_step` the step trains on the reconstruction losses only and skips
+  the discriminators (a `lax.cond` in one compiled step); after it, both players run.
+
+  Args:
+    config: codec architecture.
+    partitioner: devices of the step.
+    batch_size: crops per step (global).
+    seconds: crop length (a whole number of frames).
+    repeats: timed steps per phase (median), after one warm-up step each.
+    seed: of the weights and the (uniform noise) audio.
+  Returns:
+    Two dicts, phase 'reconstruction' then 'adversarial': s_per_step, audio_s_per_s (training
+    audio per wall second), batch, seconds.
+  Raises:
+    ValueError: if the crop is not a whole number of frames, batch_size < 1 or repeats < 1.
+  """
+  crop = round(seconds * config.sample_rate)
+  if crop < config.hop_length or crop % config.hop_length or batch_size < 1 or repeats < 1:
+    raise ValueError(
+      f"bench_codec_train needs a crop of whole frames ({config.hop_length} samples each), "
+      f"batch_size >= 1 and repeats >= 1; got seconds={seconds} ({crop} samples), "
+      f"batch_size={batch_size}, repeats={repeats}."
+    )
+  start = repeats + 1  # steps 0 .. start - 1 reconstruct only; one of each phase warms up
+  model = SoundStreamGAN(config, CodecLossConfig(adversarial_start_step=start), crop)
+  optimizer = OptimizerConfig(schedule="constant", warmup_steps=0)
+  trainer = codec_train_job.make_trainer(model, partitioner, batch_size, optimizer, optimizer)
+  state = trainer.init_state(seed)
+  audio = jax.random.uniform(jax.random.key(seed), (batch_size, crop), jnp.float32, -0.5, 0.5)
+  batch = {"audio": np.asarray(audio)}
+  times = []
+  for _ in range(2 * start):
+    began = time.perf_counter()
+    state, metrics = trainer.train_step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - began)
+  rows = []
+  for phase, timed in (("reconstruction", times[1:start]), ("adversarial", times[start + 1 :])):
+    step_s = float(np.median(timed))
+    rows.append(
+      {
+        "phase": phase,
+        "batch": batch_size,
+        "seconds": seconds,
+        "s_per_step": step_s,
+        "audio_s_per_s": batch_size * seconds / step_s,
       }
     )
   return rows

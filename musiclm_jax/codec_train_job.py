@@ -51,13 +51,14 @@ def config_from_metadata(saved: Mapping[str, Any]) -> SoundStreamConfig:
   return architecture.from_json(SoundStreamConfig, saved)
 
 
-def _make_trainer(
+def make_trainer(
   model: SoundStreamGAN,
   partitioner: Partitioner,
   batch_size: int,
   generator_optimizer: OptimizerConfig,
   discriminator_optimizer: OptimizerConfig,
 ) -> GanTrainer:
+  """The codec's GAN trainer: one optax optimizer (and schedule) per player."""
   configs = {GENERATOR: generator_optimizer, DISCRIMINATOR: discriminator_optimizer}
   return GanTrainer(
     model,
@@ -179,7 +180,7 @@ def train_codec(
       f"{model.config.sample_rate} Hz. Build the dataset at the codec's rate."
     )
   partitioner = partitioner or Partitioner()
-  trainer = _make_trainer(
+  trainer = make_trainer(
     model, partitioner, batch_size, generator_optimizer, discriminator_optimizer
   )
   is_chief = jax.process_index() == 0
@@ -237,7 +238,7 @@ def load_codec(
   config = config_from_metadata(metadata["architecture"])
   loss = CodecLossConfig(**metadata.get("loss", {}))
   model = SoundStreamGAN(config, loss)
-  trainer = _make_trainer(
+  trainer = make_trainer(
     model, partitioner, partitioner.data_parallel_size, *[OptimizerConfig()] * 2
   )
   with Checkpointer(
