@@ -125,7 +125,7 @@ def test_metadata_round_trips_the_architecture():
 @pytest.fixture(scope="module")
 def few_clips(tmp_path_factory) -> AudioSource:
   """Rendered music cut to clips as long as a training crop: every batch is the whole train
-  split (8 clips), so 400 CPU steps train the tiny codec far enough to reproduce what plays."""
+  split (8 clips), so 400 CPU steps train the tiny codec far enough that its deeper levels matter."""
   manual_dir = tmp_path_factory.mktemp("few_rendered")
   render_corpus(
     str(manual_dir), num_clips=10, clip_seconds=LEARNING_CROP / 24_000, seed=3, progress=False
