@@ -9,7 +9,7 @@ in gin.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -48,12 +48,6 @@ class CodecLossConfig:
   adversarial_start_step: int = 0
 
 
-def _zero_terms(disc_params: PyTree, real: jax.Array, fake: jax.Array):
-  """The adversarial terms before the adversarial phase (the other branch of the cond)."""
-  del disc_params, real, fake
-  return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-
-
 class SoundStreamGAN:
   """Generator/discriminator losses of the codec for `gan_trainer.GanTrainer`.
 
@@ -90,13 +84,18 @@ class SoundStreamGAN:
       "discriminator": self.discriminator.init({"params": disc_rng}, audio),
     }
 
-  def _adversarial_on(self, step: jax.Array) -> jax.Array:
-    """Whether the adversarial phase has started: a traced bool, the predicate of `lax.cond`.
+  def _once_adversarial(self, step: jax.Array, terms: Callable[..., Any], *args: Any) -> Any:
+    """`terms(*args)` from `adversarial_start_step` on; before it, zeros of the same structure.
 
-    Before it the discriminator is not run at all (a cond, not a zero weight): on the tiny codec
-    its forward and backward passes are ~3/4 of a step.
+    A `lax.cond`, not a zero weight: before the start the discriminator is not run at all (on
+    the tiny codec its forward and backward passes are ~4/5 of a step).
     """
-    return jnp.asarray(step) >= self.loss.adversarial_start_step
+
+    def zeros(*args):
+      return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(terms, *args))
+
+    started = jnp.asarray(step) >= self.loss.adversarial_start_step
+    return jax.lax.cond(started, terms, zeros, *args)
 
   def _adversarial_terms(
     self, disc_params: PyTree, real: jax.Array, fake: jax.Array
@@ -132,9 +131,8 @@ class SoundStreamGAN:
     cfg, sr = self.loss, self.config.sample_rate
     mel = losses.multiscale_mel_loss(fake, real, sr)
     stft = losses.multi_resolution_stft_loss(fake, real)
-    on = self._adversarial_on(step)
-    adversarial, feature = jax.lax.cond(
-      on, self._adversarial_terms, _zero_terms, disc_params, real, fake
+    adversarial, feature = self._once_adversarial(
+      step, self._adversarial_terms, disc_params, real, fake
     )
     total = (
       cfg.mel_weight * mel
@@ -160,21 +158,18 @@ class SoundStreamGAN:
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Hinge loss on real audio vs the generator's (stopped) reconstructions; zero, with zero
     metrics, before the adversarial phase."""
+    return self._once_adversarial(step, self._hinge_and_metrics, params, batch["audio"], fake)
 
-    def hinge_and_metrics(params, real, fake):
-      real_out = self.discriminator.apply({"params": params}, real)
-      fake_out = self.discriminator.apply({"params": params}, fake)
-      hinge = losses.discriminator_hinge_loss(real_out.logits, fake_out.logits)
-      real_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in real_out.logits]))
-      fake_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in fake_out.logits]))
-      return hinge, {"hinge_loss": hinge, "real_logit": real_logit, "fake_logit": fake_logit}
-
-    def skipped(params, real, fake):
-      zero = jnp.zeros((), jnp.float32)
-      return zero, {"hinge_loss": zero, "real_logit": zero, "fake_logit": zero}
-
-    on = self._adversarial_on(step)
-    return jax.lax.cond(on, hinge_and_metrics, skipped, params, batch["audio"], fake)
+  def _hinge_and_metrics(
+    self, params: PyTree, real: jax.Array, fake: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(discriminator hinge loss, its metrics with the mean real and fake logits)."""
+    real_out = self.discriminator.apply({"params": params}, real)
+    fake_out = self.discriminator.apply({"params": params}, fake)
+    hinge = losses.discriminator_hinge_loss(real_out.logits, fake_out.logits)
+    real_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in real_out.logits]))
+    fake_logit = jnp.mean(jnp.stack([jnp.mean(x) for x in fake_out.logits]))
+    return hinge, {"hinge_loss": hinge, "real_logit": real_logit, "fake_logit": fake_logit}
 
   def reconstruct(
     self, params: PyTree, state: PyTree, audio: jax.Array, num_levels: int | None = None
