@@ -18,7 +18,7 @@ import seqio
 
 from musiclm_jax.data import stage_tasks, token_bundle, token_tasks
 from musiclm_jax.data.token_bundle import CacheMismatchError, TokenizerBundleConfig
-from musiclm_jax.models.stages import StageLayout
+from musiclm_jax.stages import StageLayout
 
 # dataset name → TFDS name (24 kHz configs; see `musiclm-jax build-data`).
 DATASETS = {

@@ -18,25 +18,23 @@ from collections.abc import Iterator
 
 import jax
 
-from musiclm_jax import (
-  codec_train_job,
-  mulan_quantizer_job,
-  mulan_train_job,
-  semantic_kmeans_job,
-  w2v_bert_train_job,
-)
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource
+from musiclm_jax.jobs import codec as codec_train_job
+from musiclm_jax.jobs import mulan as mulan_train_job
+from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
+from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
+from musiclm_jax.jobs import w2v_bert as w2v_bert_train_job
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.models.w2v_bert import W2VBertModel
-from musiclm_jax.optimizers import OptimizerConfig
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.rvq import RVQConfig
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.training.optimizers import OptimizerConfig
 
 BATCH = 4
 # The MuLan RVQ is k-means-initialised on its first batch: with fewer vectors than codes, level 1

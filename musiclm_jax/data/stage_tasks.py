@@ -22,7 +22,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, PAD_ID, SEMANTIC, Segment, StageLayout
+from musiclm_jax.stages import ACOUSTIC, MULAN, PAD_ID, SEMANTIC, Segment, StageLayout
 
 SHORT_CLIP_POLICIES = ("drop", "pad")
 _MISSING = -1  # raw-code marker of a padded position; becomes PAD_ID after encoding

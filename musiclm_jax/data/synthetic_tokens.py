@@ -29,7 +29,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 
 SPLITS = ("train", "validation")
 

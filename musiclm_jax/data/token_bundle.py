@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 
 ORBAX_COMMIT_FILE = "_CHECKPOINT_METADATA"
 KMEANS_FILE = "kmeans.npz"
@@ -280,7 +280,9 @@ def _pad_rows(audio: np.ndarray, rows: int) -> np.ndarray:
 def load_bundle(config: TokenizerBundleConfig) -> TokenizerBundle:
   """Loads the tokenizers of `config` (once per process; later calls return the same bundle)."""
   # Imported here: registering tasks must not pull in every model (or load weights).
-  from musiclm_jax import codec_train_job, mulan_quantizer_job, semantic_kmeans_job
+  from musiclm_jax.jobs import codec as codec_train_job
+  from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
+  from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
 
   return TokenizerBundle(
     config,

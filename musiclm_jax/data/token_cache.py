@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from musiclm_jax.data import token_bundle, token_tasks
 from musiclm_jax.data.token_bundle import CacheMismatchError
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 
 COMPLETED = "COMPLETED"
 

@@ -37,7 +37,7 @@ from absl import logging
 
 from musiclm_jax.data import token_bundle
 from musiclm_jax.data.token_bundle import CacheMismatchError, TokenizerBundleConfig
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 
 IDENTITY_FILE = "tokenizers.json"
 SPEC_KEY = "token_spec"

@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from musiclm_jax.data.token_bundle import TokenizerBundle
 from musiclm_jax.decoding.windows import Window, plan_windows
 from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
-from musiclm_jax.models.stages import (
+from musiclm_jax.stages import (
   ACOUSTIC,
   COARSE_STAGE,
   FINE_STAGE,
@@ -403,7 +403,7 @@ def load_pipeline(
   config: PipelineConfig = PipelineConfig(),
 ) -> tuple[MusicLMPipeline, dict[str, int]]:
   """The pipeline of trained stage LMs (rebuilt from their checkpoints) and their steps."""
-  from musiclm_jax import train_job
+  from musiclm_jax.jobs import stage_lm as train_job
 
   stages, steps = {}, {}
   for name, model_dir in (

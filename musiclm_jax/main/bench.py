@@ -16,8 +16,11 @@ from collections.abc import Sequence
 
 import jax
 
-from musiclm_jax import benchmarks, codec_benchmarks, optimizers, partitioning
+from musiclm_jax import partitioning
+from musiclm_jax.benchmarks import codec as codec_benchmarks
+from musiclm_jax.benchmarks import stage_lm as benchmarks
 from musiclm_jax.main import gin_utils
+from musiclm_jax.training import optimizers
 
 
 def _ints(text: str) -> list[int]:
@@ -85,7 +88,7 @@ def _bench_codec_train(args: argparse.Namespace) -> int:
 
 
 def _bench_semantic(args: argparse.Namespace) -> int:
-  from musiclm_jax import semantic_benchmarks
+  from musiclm_jax.benchmarks import semantic as semantic_benchmarks
 
   config = gin_utils.macro("W2V_BERT_CONFIG")
   clusters = args.num_clusters or 1024
@@ -107,7 +110,7 @@ def _bench_semantic(args: argparse.Namespace) -> int:
 
 
 def _bench_mulan(args: argparse.Namespace) -> int:
-  from musiclm_jax import mulan_benchmarks
+  from musiclm_jax.benchmarks import mulan as mulan_benchmarks
 
   config = gin_utils.macro("MULAN_CONFIG")
   print(
@@ -121,7 +124,7 @@ def _bench_mulan(args: argparse.Namespace) -> int:
 
 
 def _bench_tokenize(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
-  from musiclm_jax import token_benchmarks
+  from musiclm_jax.benchmarks import tokens as token_benchmarks
 
   models = ("soundstream", "w2v_bert", "mulan")
   files = [f"gin/models/{model}/{args.size}.gin" for model in models] + gin_files
@@ -149,7 +152,7 @@ def _bench_tokenize(args: argparse.Namespace, gin_files: list[str], bindings: li
 def _bench_input_pipeline(
   args: argparse.Namespace, gin_files: list[str], bindings: list[str]
 ) -> int:
-  from musiclm_jax import token_benchmarks
+  from musiclm_jax.benchmarks import tokens as token_benchmarks
 
   print(
     f"input-pipeline: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} "
@@ -182,8 +185,9 @@ def _bench_input_pipeline(
 
 
 def _bench_pipeline(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
-  from musiclm_jax import pipeline_benchmarks, token_benchmarks
-  from musiclm_jax.models.stages import STAGES
+  from musiclm_jax.benchmarks import pipeline as pipeline_benchmarks
+  from musiclm_jax.benchmarks import tokens as token_benchmarks
+  from musiclm_jax.stages import STAGES
 
   files = [f"gin/models/{m}/{args.size}.gin" for m in ("soundstream", "w2v_bert", "mulan")]
   gin_utils.parse(files + gin_files, bindings, args.gin_search_path)
@@ -214,8 +218,9 @@ def _bench_pipeline(args: argparse.Namespace, gin_files: list[str], bindings: li
 
 
 def _bench_codec_quality(args: argparse.Namespace) -> int:
-  from musiclm_jax import codec_quality, codec_train_job
   from musiclm_jax.data.audio_batches import AudioSource
+  from musiclm_jax.evaluation import codec_quality
+  from musiclm_jax.jobs import codec as codec_train_job
 
   if not args.model_dir:
     raise SystemExit("bench codec-quality needs --model_dir (a codec training run).")

@@ -106,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   from musiclm_jax.checkpoints import CheckpointMismatchError
   from musiclm_jax.data.token_bundle import CacheMismatchError
-  from musiclm_jax.distributed import DistributedError
   from musiclm_jax.main.gin_utils import GinConfigError
+  from musiclm_jax.runtime.distributed import DistributedError
 
   try:
     return VERBS[verb](rest) or 0

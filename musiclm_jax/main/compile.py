@@ -12,8 +12,9 @@ import dataclasses
 import json
 from collections.abc import Sequence
 
-from musiclm_jax import aot, optimizers, partitioning
+from musiclm_jax import partitioning
 from musiclm_jax.main import gin_utils
+from musiclm_jax.training import aot, optimizers
 
 
 def main(argv: Sequence[str]) -> int:

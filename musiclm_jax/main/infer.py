@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import gin
-from musiclm_jax import distributed
 from musiclm_jax.main import gin_utils
+from musiclm_jax.runtime import distributed
 
 if TYPE_CHECKING:
   from musiclm_jax.decoding.pipeline import MusicLMPipeline

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import jax
 
 import gin
-from musiclm_jax import distributed, partitioning, train_job
+from musiclm_jax import partitioning
+from musiclm_jax.jobs import stage_lm as train_job
 from musiclm_jax.main import gin_utils
+from musiclm_jax.runtime import distributed
 
 
 def main(argv: Sequence[str]) -> int:

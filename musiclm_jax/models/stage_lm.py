@@ -20,7 +20,7 @@ from musiclm_jax.decoding import sampling
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.decoder import Decoder
 from musiclm_jax.models import losses
-from musiclm_jax.models.stages import PAD_ID, StageLayout
+from musiclm_jax.stages import PAD_ID, StageLayout
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]

@@ -7,8 +7,8 @@ import pytest
 import seqio
 import tensorflow as tf
 
+from musiclm_jax import stages
 from musiclm_jax.data import stage_tasks, synthetic_tokens
-from musiclm_jax.models import stages
 
 TOKENS = stages.TokenSpec.tiny()
 # Crops of 16, 8 and 4 semantic frames; clips of 24 frames leave room for random starts.

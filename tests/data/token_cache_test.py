@@ -188,7 +188,7 @@ def test_a_cache_of_other_tokenizers_is_refused(token_world, reference, tmp_path
 
 
 def test_a_stage_whose_token_spec_is_not_the_tokenizers_is_refused(token_world):
-  from musiclm_jax.models.stages import StageLayout, TokenSpec
+  from musiclm_jax.stages import StageLayout, TokenSpec
 
   with pytest.raises(CacheMismatchError, match="differs from what the tokenizers produce"):
     musiclm.stage_task(

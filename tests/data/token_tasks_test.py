@@ -14,7 +14,7 @@ import seqio
 
 from musiclm_jax.data import stage_tasks, token_bundle, token_cache, token_tasks
 from musiclm_jax.data.token_tasks import _batched_clips
-from musiclm_jax.models.stages import ACOUSTIC, PAD_ID, SEMANTIC, StageLayout
+from musiclm_jax.stages import ACOUSTIC, PAD_ID, SEMANTIC, StageLayout
 from tasks import musiclm
 
 # One xdist worker builds the session's `token_world` (a minute of tokenizer training) for all three.

@@ -20,7 +20,7 @@ from musiclm_jax.decoding import sampling
 from musiclm_jax.decoding.pipeline import MusicLMPipeline, PipelineConfig, Request, StorySegment
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
-from musiclm_jax.models.stages import MULAN, PAD_ID, StageLayout
+from musiclm_jax.stages import MULAN, PAD_ID, StageLayout
 
 pytestmark = [
   pytest.mark.usefixtures("persistent_compilation_cache"),
@@ -204,7 +204,7 @@ def test_classifier_free_guidance_uses_pad_conditioning(bundle):
 
 
 def test_stage_lms_of_other_tokens_are_refused(bundle):
-  from musiclm_jax.models.stages import TokenSpec
+  from musiclm_jax.stages import TokenSpec
 
   stages = _stages(bundle)
   model, params = stages["fine"]

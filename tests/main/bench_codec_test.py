@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from musiclm_jax import codec_benchmarks
+from musiclm_jax.benchmarks import codec as codec_benchmarks
 from musiclm_jax.main import cli
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.soundstream import SoundStreamConfig

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import gin
-from musiclm_jax import mulan_quantizer_job
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
 from musiclm_jax.main import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

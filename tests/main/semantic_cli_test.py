@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import gin
-from musiclm_jax import semantic_kmeans_job
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
 from musiclm_jax.main import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from musiclm_jax.models.contrastive import mcc
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
-from musiclm_jax.trainer import Trainer, TrainState
+from musiclm_jax.training.trainer import Trainer, TrainState
 
 SAMPLES = 12000  # 0.5 s crops keep the tiny tower cheap; the tower is length-agnostic
 BATCH = 8

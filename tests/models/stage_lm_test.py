@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from musiclm_jax import stages
 from musiclm_jax.decoding import sampling
 from musiclm_jax.layers.config import TransformerConfig
-from musiclm_jax.models import stages
 from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
 
 TOKENS = stages.TokenSpec.tiny()

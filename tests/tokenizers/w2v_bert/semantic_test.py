@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musiclm_jax.semantic_benchmarks import random_tokenizer
+from musiclm_jax.benchmarks.semantic import random_tokenizer
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from musiclm_jax import timing
+from musiclm_jax.benchmarks import timing
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert

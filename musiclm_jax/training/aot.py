@@ -13,11 +13,11 @@ import math
 import jax
 from jax.experimental import topologies
 
-from musiclm_jax import hardware
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.trainer import Trainer
+from musiclm_jax.runtime import hardware
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer
+from musiclm_jax.training.trainer import Trainer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,17 +10,19 @@ import shutil
 import numpy as np
 import pytest
 
-from musiclm_jax import codec_quality, codec_train_job, optimizers
 from musiclm_jax.checkpoints import CheckpointConfig
 from musiclm_jax.data import audio_io
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.evaluation import codec_quality
+from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.main import cli
 from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.training import optimizers
 
 SR = 24_000
 needs_opus = pytest.mark.skipif(

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from musiclm_jax import timing
+from musiclm_jax.benchmarks import timing
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.mulan.model import MuLan
 

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from musiclm_jax import distributed, hardware
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
+from musiclm_jax.runtime import distributed, hardware
 
 PyTree = Any
 

@@ -17,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax import codec_train_job, timing
+from musiclm_jax.benchmarks import timing
+from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
-from musiclm_jax.optimizers import OptimizerConfig
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.training.optimizers import OptimizerConfig
 
 
 def bench_codec(

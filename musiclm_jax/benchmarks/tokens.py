@@ -32,14 +32,13 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from musiclm_jax import benchmarks
+from musiclm_jax.benchmarks import stage_lm as benchmarks
+from musiclm_jax.benchmarks.semantic import random_tokenizer
 from musiclm_jax.data import stage_tasks, token_tasks
 from musiclm_jax.data.token_bundle import TokenizerBundle, TokenizerBundleConfig
 from musiclm_jax.models.stage_lm import StageLM
-from musiclm_jax.models.stages import ACOUSTIC, MULAN, SEMANTIC, StageLayout, TokenSpec
-from musiclm_jax.optimizers import OptimizerConfig
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.semantic_benchmarks import random_tokenizer
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, StageLayout, TokenSpec
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.mulan.model import MuLan
 from musiclm_jax.tokenizers.mulan.text_tokenizer import TextTokenizer
@@ -48,6 +47,7 @@ from musiclm_jax.tokenizers.rvq import ResidualVectorQuantizer, RVQConfig
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.training.optimizers import OptimizerConfig
 
 RANDOM_INIT = "<random init>"  # the bundle config's directories: there are no checkpoints
 PARTS = ("codec", "semantic", "mulan")

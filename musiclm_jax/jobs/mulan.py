@@ -23,17 +23,18 @@ import tensorflow_datasets as tfds
 from absl import logging
 from clu import metric_writers
 
-from musiclm_jax import architecture, train_loop
+from musiclm_jax import architecture
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.evaluation.retrieval import recall_at_k
 from musiclm_jax.models.mulan import MuLanModel
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.mulan import bert_import
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.mulan.text_tokenizer import TextTokenizer
-from musiclm_jax.trainer import Trainer, TrainState
+from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.training.trainer import Trainer, TrainState
 
 CHECKPOINT_SUBDIR = "checkpoints"
 TOKENIZER_FILE = "text_tokenizer.json"

@@ -19,14 +19,15 @@ from typing import Any
 import jax
 from clu import metric_writers
 
-from musiclm_jax import architecture, train_loop
+from musiclm_jax import architecture
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.models.w2v_bert import W2VBertModel
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
-from musiclm_jax.trainer import Trainer
+from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.training.trainer import Trainer
 
 CHECKPOINT_SUBDIR = "checkpoints"
 _FEATURES = ("audio", "audio_mask")

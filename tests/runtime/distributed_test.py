@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from musiclm_jax import distributed
+from musiclm_jax.runtime import distributed
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -17,13 +17,13 @@ import numpy as np
 import seqio
 from clu import metric_writers
 
-from musiclm_jax import train_loop
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data import stage_tasks
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.trainer import Trainer
+from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.training.trainer import Trainer
 
 PyTree = Any
 
@@ -202,7 +202,7 @@ def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyT
   """
   from musiclm_jax import architecture
   from musiclm_jax.layers.config import TransformerConfig
-  from musiclm_jax.models.stages import StageLayout, TokenSpec
+  from musiclm_jax.stages import StageLayout, TokenSpec
 
   directory = os.path.join(model_dir, "checkpoints")
   with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:

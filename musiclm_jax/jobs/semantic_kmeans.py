@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from musiclm_jax import architecture, train_loop
+from musiclm_jax import architecture
 from musiclm_jax.data.audio_batches import AudioSource
+from musiclm_jax.jobs.w2v_bert import TrainedW2VBert, load_w2v_bert
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert import frontend
 from musiclm_jax.tokenizers.w2v_bert.semantic import SemanticTokenizer
-from musiclm_jax.w2v_bert_train_job import TrainedW2VBert, load_w2v_bert
+from musiclm_jax.training import loop as train_loop
 
 PROGRESS_SUBDIR = "progress"
 

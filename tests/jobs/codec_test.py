@@ -11,14 +11,15 @@ import jax
 import numpy as np
 import pytest
 
-from musiclm_jax import codec_train_job, optimizers
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.training import optimizers
 
 CROP = 480 * 10
 BATCH = 8

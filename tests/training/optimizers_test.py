@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 
 PEAK = 0.5
 WARMUP = 10

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from musiclm_jax.models import stages
+from musiclm_jax import stages
 
 TINY = stages.TokenSpec.tiny()
 PAPER = stages.TokenSpec()

@@ -13,13 +13,13 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from musiclm_jax import stages
 from musiclm_jax.data import stage_tasks, synthetic_tokens
 from musiclm_jax.layers.config import TransformerConfig
-from musiclm_jax.models import stages
 from musiclm_jax.models.stage_lm import StageLM
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.trainer import Trainer
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer
+from musiclm_jax.training.trainer import Trainer
 
 TOKENS = stages.TokenSpec.tiny()
 LAYOUT = stages.StageLayout("semantic", TOKENS, 4.0)  # 4 + 16 tokens, vocabulary 128

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from musiclm_jax import optimizers
-from musiclm_jax.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.training import optimizers
+from musiclm_jax.training.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer
 
 SR = 24_000
 CROP = 480 * 8

@@ -9,15 +9,17 @@ import jax
 import numpy as np
 import pytest
 
-from musiclm_jax import mulan_quantizer_job, mulan_train_job, optimizers
 from musiclm_jax.checkpoints import CheckpointConfig, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.jobs import mulan as mulan_train_job
+from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.rvq import RVQConfig
+from musiclm_jax.training import optimizers
 
 CLIP_SECONDS = 4.0
 # One device: 8 fake CPU devices on 2 cores only add overhead; the global-batch loss on a sharded

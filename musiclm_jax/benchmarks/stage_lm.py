@@ -14,12 +14,13 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from musiclm_jax import hardware, timing
+from musiclm_jax.benchmarks import timing
 from musiclm_jax.decoding import sampling
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.trainer import Trainer
+from musiclm_jax.runtime import hardware
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer
+from musiclm_jax.training.trainer import Trainer
 
 
 def bench_train(

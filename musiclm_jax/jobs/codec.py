@@ -21,18 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers
 
-from musiclm_jax import architecture, train_loop
+from musiclm_jax import architecture
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource
-from musiclm_jax.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer, GanTrainState
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
-from musiclm_jax.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import (
   SoundStreamConfig,
 )
 from musiclm_jax.tokenizers.soundstream.model import SoundStream
+from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer, GanTrainState
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 
 CHECKPOINT_SUBDIR = "checkpoints"
 

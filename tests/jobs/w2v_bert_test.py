@@ -14,16 +14,18 @@ import jax
 import numpy as np
 import pytest
 
-from musiclm_jax import optimizers, semantic_kmeans_job, w2v_bert_train_job
 from musiclm_jax.checkpoints import CheckpointConfig
 from musiclm_jax.data import audio_io
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import CSV_NAME, render_corpus
+from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
+from musiclm_jax.jobs import w2v_bert as w2v_bert_train_job
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.training import optimizers
 
 CROP = 960 * 50  # 2 s: 50 frames
 BATCH = 8

@@ -26,7 +26,7 @@ import numpy as np
 from musiclm_jax.data.token_bundle import TokenizerBundle
 from musiclm_jax.decoding.pipeline import MusicLMPipeline, PipelineConfig, Request
 from musiclm_jax.models.stage_lm import StageLM
-from musiclm_jax.models.stages import (
+from musiclm_jax.stages import (
   COARSE_STAGE,
   FINE_STAGE,
   SEMANTIC_STAGE,

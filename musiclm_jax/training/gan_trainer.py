@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.trainer import all_finite
+from musiclm_jax.training.trainer import all_finite
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]

@@ -15,12 +15,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from musiclm_jax import architecture, train_loop
+from musiclm_jax import architecture
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
 from musiclm_jax.data.audio_batches import AudioSource
-from musiclm_jax.mulan_train_job import TrainedMuLan, load_mulan
+from musiclm_jax.jobs.mulan import TrainedMuLan, load_mulan
 from musiclm_jax.tokenizers.mulan.tokens import MuLanTokenizer
 from musiclm_jax.tokenizers.rvq import QUANTIZER, ResidualVectorQuantizer, RVQConfig
+from musiclm_jax.training import loop as train_loop
 
 MODEL_NAME = "mulan_rvq"
 
