@@ -29,12 +29,15 @@ a new one to start over), and leave `tf.random.set_seed` alone or set it the sam
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
+import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import musiclm_jax.data.builders  # noqa: F401 - registers the builders' names with TFDS
+from musiclm_jax.runtime import distributed
 
 _SILENCE_FLOOR = 1e-20  # mean square added before log10: an all-zero window is -200 dBFS
 
@@ -258,3 +261,38 @@ def audio_crop_dataset(
   options = tf.data.Options()
   options.deterministic = True  # parallel maps must not reorder, whatever the global default
   return batches.with_options(options).skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def host_audio_batches(
+  source: AudioSource,
+  split: str,
+  crop_samples: int,
+  batch_size: int,
+  seed: int,
+  skip_batches: int,
+  *,
+  shuffle: bool = True,
+  features: tuple[str, ...] = ("audio",),
+  num_epochs: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """This host's share of each global batch of audio crops, as numpy {feature: [b, samples]}.
+
+  The audio-model jobs (codec, w2v-BERT, k-means, MuLan) all read their data through this;
+  asking for the "caption" feature adds the clips' captions (bytes). `num_epochs` None repeats
+  the split forever.
+  """
+  dataset = audio_crop_dataset(
+    source,
+    split=split,
+    crop_samples=crop_samples,
+    batch_size=distributed.per_host_batch_size(batch_size),
+    seed=seed,
+    shuffle=shuffle,
+    shard_id=jax.process_index(),
+    num_shards=jax.process_count(),
+    skip_batches=skip_batches,
+    with_captions="caption" in features,
+    num_epochs=num_epochs,
+  )
+  for batch in dataset.as_numpy_iterator():
+    yield {name: batch[name] for name in features}

@@ -207,3 +207,11 @@ def check_agreement(what: str, *parts: str) -> None:
       f"process 0 (this is process {jax.process_index()}). Launch every process with the same "
       "command line and files."
     )
+
+
+def per_host_batch_size(batch_size: int) -> int:
+  """This host's share of a global batch (every host feeds the same number of examples)."""
+  per_host, remainder = divmod(batch_size, jax.process_count())
+  if remainder:
+    raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
+  return per_host

@@ -1,9 +1,9 @@
-"""The resumable step/log/checkpoint loop shared by every training job.
+"""The resumable step/log/eval/checkpoint loop under every training job (`runner.py` drives it).
 
-A job (stage LMs in `train_job.py`, the codec in `codec_train_job.py`) supplies a trainer with
-`train_step(state, batch)`, `partitioner`, `init_state(seed)` and `abstract_state`, a batch
-iterator, and how to describe throughput on the console. The loop owns the rest: restoring the
-newest checkpoint, NaN-run aborts, checkpoint cadence, preemption, final metrics.
+The loop takes a trainer with `train_step(state, batch)`, `partitioner`, `init_state(seed)` and
+`abstract_state`, a batch iterator, and how to describe throughput on the console. It owns the
+steps: logging, periodic evaluation, log hooks, non-finite aborts, checkpoint cadence and
+preemption. Restoring and final metrics are here too, for the runner.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
 import numpy as np
 from absl import logging
 
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
-from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
-from musiclm_jax.runtime import distributed, hardware
+from musiclm_jax.checkpoints import Checkpointer
+from musiclm_jax.runtime import atomic, distributed, hardware
 
 PyTree = Any
 
@@ -68,49 +67,6 @@ class Throughput:
     return out
 
 
-def per_host_batch_size(batch_size: int) -> int:
-  """This host's share of a global batch (every host feeds the same number of examples)."""
-  per_host, remainder = divmod(batch_size, jax.process_count())
-  if remainder:
-    raise ValueError(f"batch_size {batch_size} is not divisible by {jax.process_count()} hosts.")
-  return per_host
-
-
-def host_audio_batches(
-  source: AudioSource,
-  split: str,
-  crop_samples: int,
-  batch_size: int,
-  seed: int,
-  skip_batches: int,
-  *,
-  shuffle: bool = True,
-  features: tuple[str, ...] = ("audio",),
-  num_epochs: int | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-  """This host's share of each global batch of audio crops, as numpy {feature: [b, samples]}.
-
-  The audio-model jobs (codec, w2v-BERT, k-means, MuLan) all read their data through this;
-  asking for the "caption" feature adds the clips' captions (bytes). `num_epochs` None repeats
-  the split forever.
-  """
-  dataset = audio_crop_dataset(
-    source,
-    split=split,
-    crop_samples=crop_samples,
-    batch_size=per_host_batch_size(batch_size),
-    seed=seed,
-    shuffle=shuffle,
-    shard_id=jax.process_index(),
-    num_shards=jax.process_count(),
-    skip_batches=skip_batches,
-    with_captions="caption" in features,
-    num_epochs=num_epochs,
-  )
-  for batch in dataset.as_numpy_iterator():
-    yield {name: batch[name] for name in features}
-
-
 def restore_or_init(
   trainer: SteppingTrainer, checkpointer: Checkpointer, seed: int
 ) -> tuple[PyTree, int]:
@@ -125,31 +81,9 @@ def restore_or_init(
   if latest is None:
     return trainer.init_state(seed), 0
   state, extra = checkpointer.restore(trainer.abstract_state)
-  logging.info("Resumed from %s step %d.", checkpointer.directory, int(state.step))
+  if jax.process_index() == 0:
+    print(f"resumed from step {int(state.step)} ({checkpointer.directory})", flush=True)
   return state, int(extra.get("data_batches", int(state.step)))
-
-
-def load_trained_params(
-  checkpoint_dir: str, model_name: str, what: str, step: int | None = None
-) -> tuple[dict[str, Any], PyTree, int]:
-  """(saved metadata, params on the host, step) of a trained `model_name` in `checkpoint_dir`.
-
-  The loaders of the trained audio models share this: the architecture comes from the metadata,
-  the weights are read whatever optimizer state was saved with them.
-
-  Raises:
-    FileNotFoundError: no complete checkpoint (or not `step`).
-    CheckpointMismatchError: the checkpoint holds another model (named `what` in the message).
-  """
-  with Checkpointer(checkpoint_dir, CheckpointConfig(save_on_sigterm=False)) as reader:
-    metadata = reader.saved_metadata(step)
-    step = reader.latest_step() if step is None else step
-    if metadata.get("model") != model_name:
-      raise CheckpointMismatchError(
-        f"{checkpoint_dir} holds a {metadata.get('model')!r} checkpoint, not {what}."
-      )
-    params = reader.restore_params(step)
-  return metadata, jax.device_get(params), step
 
 
 def write_final_metrics(model_dir: str, step: int, scalars: dict[str, float]) -> dict[str, float]:
@@ -160,18 +94,19 @@ def write_final_metrics(model_dir: str, step: int, scalars: dict[str, float]) ->
     with open(path) as f:
       previous = json.load(f)
   merged = {**previous, **scalars, "step": step}
-  with open(path + ".tmp", "w") as f:
-    json.dump(merged, f, indent=2)
-  os.replace(path + ".tmp", path)  # atomic: a kill never leaves half a file
+  atomic.atomic_write_json(path, merged)  # a kill never leaves half a file
   return {k: v for k, v in merged.items() if k != "step"}
 
 
 class TrainLoop:
-  """Steps, logs and checkpoints until `num_steps` or a preemption.
+  """Steps, logs, evaluates and checkpoints until `num_steps` or a preemption.
 
   Args:
     console_line: formats one log line from (step, num_steps, scalars).
-    on_log: called as on_log(step, state) at each log point (e.g. audio summaries).
+    log_hooks: each called as hook(step, state, writer) at every log point (e.g. audio
+      summaries).
+    evaluate: state -> eval metrics; with `eval_every` > 0 it runs at every multiple of
+      `eval_every` before `num_steps` (the runner evaluates the final state itself).
   """
 
   def __init__(
@@ -186,12 +121,15 @@ class TrainLoop:
     max_nonfinite: int,
     throughput: Throughput,
     console_line: Callable[[int, int, Mapping[str, float]], str],
-    on_log: Callable[[int, PyTree], None] | None = None,
+    log_hooks: Sequence[Callable[[int, PyTree, Any], None]] = (),
+    evaluate: Callable[[PyTree], Mapping[str, float]] | None = None,
+    eval_every: int = 0,
   ):
     self.trainer, self.checkpointer, self.writer = trainer, checkpointer, writer
     self.batches, self.num_steps, self.log_every = batches, num_steps, log_every
     self.max_nonfinite, self.throughput = max_nonfinite, throughput
-    self.console_line, self.on_log = console_line, on_log
+    self.console_line, self.log_hooks = console_line, tuple(log_hooks)
+    self.evaluate, self.eval_every = evaluate, eval_every if evaluate is not None else 0
 
   def run(self, state: PyTree, data_batches: int) -> tuple[PyTree, dict[str, float]]:
     step, scalars, nonfinite_run = int(state.step), {}, 0
@@ -202,14 +140,17 @@ class TrainLoop:
       step, data_batches = step + 1, data_batches + 1
       if step % self.log_every == 0 or step == self.num_steps:
         scalars = self._log(step, metrics)
-        if self.on_log is not None:
-          self.on_log(step, state)
+        for hook in self.log_hooks:
+          hook(step, state, self.writer)
         nonfinite_run = nonfinite_run + 1 if scalars["nonfinite"] else 0
         if nonfinite_run * self.log_every >= self.max_nonfinite:
           raise NonFiniteLossError(
             f"Loss was not finite at step {step} and before; the last "
             f"good parameters are in {self.checkpointer.directory}."
           )
+      if self.eval_every and step % self.eval_every == 0 and step < self.num_steps:
+        self.evaluate_and_log(step, state)
+        self.throughput.reset(step)  # evaluation time is not training time
       if step == self.num_steps or self.checkpointer.should_save(step):
         self.checkpointer.save(step, state, {"data_batches": data_batches}, force=True)
       if self.checkpointer.preempted:
@@ -217,6 +158,17 @@ class TrainLoop:
         break
     self.checkpointer.wait_until_finished()
     return state, scalars
+
+  def evaluate_and_log(self, step: int, state: PyTree) -> dict[str, float]:
+    """Evaluates `state`, writes eval/... scalars at `step` and prints them; returns them."""
+    if self.evaluate is None:
+      return {}
+    scalars = {f"eval/{k}": float(v) for k, v in self.evaluate(state).items()}
+    self.writer.write_scalars(step, scalars)
+    if jax.process_index() == 0:
+      shown = "  ".join(f"{k[len('eval/') :]} {v:.4g}" for k, v in sorted(scalars.items()))
+      print(f"eval at step {step}/{self.num_steps}  {shown}", flush=True)
+    return scalars
 
   def _next_batch(self, step: int) -> dict[str, np.ndarray]:
     try:

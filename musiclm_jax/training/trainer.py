@@ -1,7 +1,8 @@
 """Jit-compiled, sharded train and eval steps: train_step = apply_grads ∘ compute_grads.
 
-The trainer compiles; a job's loop (`train_loop.py`) drives it. A model is anything that follows
-`TrainableModel` (t5x's BaseModel role): the stage LMs and the w2v-BERT semantic model both do.
+The trainer compiles; the job runner (`training/runner.py`, `training/loop.py`) drives it. A model
+is anything that follows `TrainableModel` (t5x's BaseModel role): the stage LMs and the w2v-BERT
+semantic model both do.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "musiclm-jax"
 NUM_STEPS = 40
 SAVE_EVERY = 10
@@ -206,11 +206,43 @@ def test_checkpoint_continues_on_another_mesh(reference, tmp_path):
 def test_checkpoint_of_another_stage_is_rejected(reference, tmp_path):
   reference_dir, _ = reference
   shutil.copytree(reference_dir / "checkpoints", tmp_path / "checkpoints")
+  shutil.copy(reference_dir / "config.gin", tmp_path / "config.gin")
+  before = sorted(p.name for p in tmp_path.iterdir())
   result = _train(tmp_path, model=COARSE, check=False)
-  assert result.returncode != 0
+  assert result.returncode == 2
+  # The refused run wrote nothing: the directory still describes the semantic checkpoints.
+  assert sorted(p.name for p in tmp_path.iterdir()) == before
+  assert (tmp_path / "config.gin").read_text() == (reference_dir / "config.gin").read_text()
   assert "CheckpointMismatchError" in result.stderr
   assert "was saved for something else" in result.stderr
   assert "model: saved 'semantic', expected 'coarse'" in result.stderr
   assert not (tmp_path / "final_metrics.json").exists()
   # Nothing was trained or saved over the semantic checkpoints.
   assert _checkpoint_steps(tmp_path) == list(range(SAVE_EVERY, NUM_STEPS + 1, SAVE_EVERY))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_3_without_final_metrics_then_resumes(tmp_path):
+  process = subprocess.Popen(
+    _args(tmp_path, SEMANTIC, CPU8, 100 * NUM_STEPS),
+    cwd=REPO_ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    _wait_for_checkpoint(process, tmp_path / "checkpoints" / str(SAVE_EVERY), TIMEOUT_S)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  assert process.returncode == 3, stderr[-3000:]
+  assert "preempted at step" in stderr
+  assert not (tmp_path / "final_metrics.json").exists()
+  saved = _checkpoint_steps(tmp_path)[-1]
+  result = _train(tmp_path, num_steps=saved + LOG_EVERY)
+  assert f"resumed from step {saved}" in result.stdout
+  assert _final_metrics(tmp_path)["step"] == saved + LOG_EVERY
