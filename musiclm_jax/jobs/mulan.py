@@ -1,4 +1,4 @@
-"""The MuLan training job: contrastive audio–caption training, resumable; retrieval eval; loader.
+"""The MuLan training job: contrastive audio–caption training, resumable; retrieval eval.
 
 `train_mulan()` is what `musiclm-jax train` runs for gin/runs/mulan_rendered.gin. Each batch is
 audio crops of one MuLan window with their clips' captions, tokenized on the host by the run's
@@ -7,37 +7,39 @@ path, saved in the model dir so a resumed run and the loader use the same ids), 
 tokenizer of a pretrained BERT-family checkpoint whose weights initialise the text tower
 (`pretrained_text_dir`, imported without torch). The contrastive loss sees the whole global
 batch (negatives from every device). At the end the chief measures text→audio retrieval on the
-held-out split: recall@1/@5 against chance.
+held-out split: recall@1/@5 against chance. The trained model is read back by
+`tokenizers.mulan.load.load_mulan(model_dir)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
-from clu import metric_writers
 
 from musiclm_jax import architecture
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.checkpoints import CheckpointConfig
+from musiclm_jax.data import audio_batches
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.evaluation.retrieval import recall_at_k
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.runtime.atomic import atomic_path
 from musiclm_jax.tokenizers.mulan import bert_import
-from musiclm_jax.tokenizers.mulan.config import MuLanConfig
+from musiclm_jax.tokenizers.mulan.load import TOKENIZER_FILE
 from musiclm_jax.tokenizers.mulan.text_tokenizer import TextTokenizer
 from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.training.trainer import Trainer, TrainState
 
-CHECKPOINT_SUBDIR = "checkpoints"
-TOKENIZER_FILE = "text_tokenizer.json"
 # The Flax MuLan module's submodule holding the text tower (what a pretrained import replaces).
 TEXT_TOWER = "text_tower"
 
@@ -45,17 +47,6 @@ TEXT_TOWER = "text_tower"
 def mulan_metadata(model: MuLanModel) -> dict[str, Any]:
   """What a checkpoint must match to be restored into `model` (and what rebuilds it)."""
   return {"model": model.name, "architecture": architecture.to_json(model.config)}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedMuLan:
-  """A trained MuLan: the wrapper, its parameters, its text tokenizer and their origin."""
-
-  model: MuLanModel
-  params: Any
-  tokenizer: TextTokenizer
-  step: int
-  directory: str
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -75,14 +66,12 @@ def text_tokenizer_for_run(
   """The run's from-scratch tokenizer: loaded from `model_dir`, else learned from the captions.
 
   Learning is deterministic, so every host of a multi-host job builds the same vocabulary; the
-  chief saves it (atomically) for resumed runs and loaders.
+  job saves it (`_save_tokenizer`) once its checkpoint is accepted, for resumed runs and loaders.
   """
   path = os.path.join(model_dir, TOKENIZER_FILE)
   if os.path.exists(path):
     return TextTokenizer.from_file(path)
-  tokenizer = TextTokenizer.train_wordpiece(_captions(source, split), vocab_size)
-  _save_tokenizer(tokenizer, model_dir)
-  return tokenizer
+  return TextTokenizer.train_wordpiece(_captions(source, split), vocab_size)
 
 
 def _save_tokenizer(tokenizer: TextTokenizer, model_dir: str) -> None:
@@ -91,8 +80,8 @@ def _save_tokenizer(tokenizer: TextTokenizer, model_dir: str) -> None:
     return
   path = os.path.join(model_dir, TOKENIZER_FILE)
   os.makedirs(model_dir, exist_ok=True)
-  tokenizer.save(path + ".tmp")
-  os.replace(path + ".tmp", path)
+  with atomic_path(path) as tmp:
+    tokenizer.save(tmp)
 
 
 def _with_text(
@@ -106,7 +95,7 @@ def _with_text(
 
 def _batches(model, tokenizer, source, split, batch_size, seed, skip, shuffle=True):
   features = ("audio", "audio_mask", "caption")
-  audio = train_loop.host_audio_batches(
+  audio = audio_batches.host_audio_batches(
     source, split, model.crop_samples, batch_size, seed, skip, shuffle=shuffle, features=features
   )
   return _with_text(audio, tokenizer, model.config.text.max_length)
@@ -224,6 +213,8 @@ def train_mulan(
   eval_max_clips: int | None = 200,
   log_every_steps: int = 10,
   max_nonfinite_steps: int = 20,
+  eval_every_steps: int = 0,
+  on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Trains MuLan on `source`'s clips and captions until `num_steps`, resuming if possible.
 
@@ -246,8 +237,12 @@ def train_mulan(
       embedding = mean over windows).
     log_every_steps: metrics cadence.
     max_nonfinite_steps: abort after this many consecutive skipped (non-finite) steps.
+    eval_every_steps: measure retrieval every N steps during training (0: only at the end).
+    on_start: called on the chief once the checkpoint (if any) is accepted (`runner.run`).
   Returns:
     The last logged metrics, plus eval/recall@1, eval/recall@5, eval/chance@k, eval/mcc.
+  Raises:
+    runner.Preempted: SIGTERM stopped the run after saving (rerun to resume).
   """
   if source.sample_rate != model.config.audio.sample_rate:
     raise ValueError(
@@ -258,63 +253,51 @@ def train_mulan(
   if tokenizer is None:
     vocab_size = vocab_size or model.config.text.vocab_size
     tokenizer = text_tokenizer_for_run(model_dir, source, train_split, vocab_size)
-  else:
-    _save_tokenizer(tokenizer, model_dir)
   if tokenizer.vocab_size > model.config.text.vocab_size:
     raise ValueError(
       f"The text tokenizer has {tokenizer.vocab_size} ids; the text tower embeds only "
       f"{model.config.text.vocab_size}. Raise TextTowerConfig.vocab_size or lower vocab_size."
     )
   trainer = _make_trainer(model, partitioner or Partitioner(), batch_size, optimizer)
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(model_dir, just_logging=not is_chief)
-  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  with Checkpointer(directory, checkpoint, metadata=mulan_metadata(model)) as checkpointer:
-    state, data_batches = train_loop.restore_or_init(trainer, checkpointer, seed)
-    start = int(state.step)
-    if start == 0 and tower_params is not None:
-      state = _graft_text_tower(trainer, state, tower_params)
-    loop = train_loop.TrainLoop(
-      trainer,
-      checkpointer,
-      writer,
-      _batches(model, tokenizer, source, train_split, batch_size, data_seed, data_batches),
-      num_steps=num_steps,
-      log_every=log_every_steps,
-      max_nonfinite=max_nonfinite_steps,
-      throughput=train_loop.Throughput(
-        batch_size * model.crop_samples / source.sample_rate, "audio_seconds"
-      ),
-      console_line=_console_line,
+  held_out = functools.cache(
+    lambda: held_out_pairs(
+      source, eval_split, int(eval_clip_seconds * source.sample_rate), eval_max_clips
     )
-    state, scalars = loop.run(state, data_batches)
-  if eval_split and num_steps > start:
-    clip_samples = int(eval_clip_seconds * source.sample_rate)
-    audio, captions = held_out_pairs(source, eval_split, clip_samples, eval_max_clips)
-    params = jax.device_get(state.params)
-    metrics = evaluate_retrieval(model, params, tokenizer, audio, captions)
-    logging.info("MuLan retrieval on %d held-out clips: %s", len(captions), metrics)
-    scalars.update({f"eval/{k}": v for k, v in metrics.items()})
-    writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
-  writer.flush()
-  if is_chief:
-    scalars = train_loop.write_final_metrics(model_dir, int(state.step), scalars)
-  return scalars
-
-
-def load_mulan(model_dir: str, step: int | None = None) -> TrainedMuLan:
-  """The trained MuLan in `model_dir` with its text tokenizer (architecture from the metadata).
-
-  Raises:
-    FileNotFoundError: no complete checkpoint, or no text tokenizer, in `model_dir`.
-    CheckpointMismatchError: the checkpoint is not a MuLan model.
-  """
-  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  metadata, params, step = train_loop.load_trained_params(
-    directory, MuLanModel.name, "a MuLan model", step
   )
-  tokenizer_path = os.path.join(model_dir, TOKENIZER_FILE)
-  if not os.path.exists(tokenizer_path):
-    raise FileNotFoundError(f"{tokenizer_path} is missing: MuLan's text tokenizer is saved there.")
-  model = MuLanModel(architecture.from_json(MuLanConfig, metadata["architecture"]))
-  return TrainedMuLan(model, params, TextTokenizer.from_file(tokenizer_path), step, directory)
+
+  def evaluate(state: TrainState) -> dict[str, float]:
+    audio, captions = held_out()
+    metrics = evaluate_retrieval(model, jax.device_get(state.params), tokenizer, audio, captions)
+    logging.info("MuLan retrieval on %d held-out clips: %s", len(captions), metrics)
+    return metrics
+
+  def start() -> None:
+    _save_tokenizer(tokenizer, model_dir)  # only once the checkpoint (if any) is accepted
+    if on_start is not None:
+      on_start()
+
+  job = runner.TrainJob(
+    trainer=trainer,
+    metadata=mulan_metadata(model),
+    batches=lambda skip: _batches(
+      model, tokenizer, source, train_split, batch_size, data_seed, skip
+    ),
+    throughput=train_loop.Throughput(
+      batch_size * model.crop_samples / source.sample_rate, "audio_seconds"
+    ),
+    console_line=_console_line,
+    evaluate=None if eval_split is None else evaluate,
+    on_fresh_state=None
+    if tower_params is None
+    else lambda state: _graft_text_tower(trainer, state, tower_params),
+  )
+  settings = runner.RunSettings(
+    model_dir=model_dir,
+    num_steps=num_steps,
+    checkpoint=checkpoint,
+    seed=seed,
+    log_every_steps=log_every_steps,
+    eval_every_steps=eval_every_steps,
+    max_nonfinite_steps=max_nonfinite_steps,
+  )
+  return runner.run(job, settings, start)

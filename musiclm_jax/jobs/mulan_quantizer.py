@@ -5,39 +5,40 @@ It streams audio crops of one MuLan window through the trained audio tower (jitt
 the shared residual vector quantizer (`tokenizers/rvq.py`: k-means init, EMA codebooks, dead-code
 restarts) on the embeddings. Checkpoints make it resumable. At inference the same quantizer turns
 the *text* embedding of a prompt into the 12 conditioning tokens (DESIGN §2):
-`load_mulan_tokenizer(mulan_dir, quantizer_dir)`.
+`tokenizers.mulan.tokens.load_mulan_tokenizer(mulan_dir, quantizer_dir)`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from musiclm_jax import architecture
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.data import audio_batches
 from musiclm_jax.data.audio_batches import AudioSource
-from musiclm_jax.jobs.mulan import TrainedMuLan, load_mulan
-from musiclm_jax.tokenizers.mulan.tokens import MuLanTokenizer
+from musiclm_jax.models.mulan import MuLanModel
+from musiclm_jax.tokenizers.mulan.load import TrainedMuLan, load_mulan
+from musiclm_jax.tokenizers.mulan.tokens import QUANTIZER_MODEL_NAME
 from musiclm_jax.tokenizers.rvq import QUANTIZER, ResidualVectorQuantizer, RVQConfig
 from musiclm_jax.training import loop as train_loop
-
-MODEL_NAME = "mulan_rvq"
 
 
 def quantizer_metadata(trained: TrainedMuLan, rvq: RVQConfig) -> dict[str, Any]:
   """What the quantizer expects: its own settings and the MuLan whose embeddings it quantizes."""
   return {
-    "model": MODEL_NAME,
+    "model": QUANTIZER_MODEL_NAME,
     "rvq": architecture.to_json(rvq),
-    "mulan_architecture": architecture.to_json(trained.model.config),
+    "mulan_architecture": architecture.to_json(trained.config),
   }
 
 
 def _train_step_fn(trained: TrainedMuLan, quantizer: ResidualVectorQuantizer):
   """(variables, audio [b, window], key) -> (variables, metrics), jitted: embed, then RVQ step."""
-  model = trained.model
+  model = MuLanModel(trained.config)
 
   def step(params, variables, audio, key):
     embeddings = jax.lax.stop_gradient(model.embed_audio(params, audio))
@@ -73,6 +74,7 @@ def fit_mulan_quantizer(
   checkpoint: CheckpointConfig = CheckpointConfig(),
   log_every_steps: int = 50,
   partitioner: Any = None,
+  on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Trains the MuLan RVQ on `source`'s audio embeddings until `num_steps` (resumable).
 
@@ -87,14 +89,16 @@ def fit_mulan_quantizer(
     log_every_steps: console cadence.
     partitioner: unused (the quantizer is small and runs on one device); kept so the `train`
       verb can pass its mesh.
+    on_start: called on the chief once the checkpoint (if any) is accepted, before anything is
+      written (the train verb writes config.gin here).
   Returns:
     Metrics of the last step: relative_error (||q - e||² / ||e||²), perplexity, used codes.
   """
   del partitioner
   trained = load_mulan(mulan_dir)
-  if rvq.dim != trained.model.config.embed_dim:
+  if rvq.dim != trained.config.embed_dim:
     raise ValueError(
-      f"RVQConfig.dim={rvq.dim}, but MuLan's embeddings are {trained.model.config.embed_dim}-d."
+      f"RVQConfig.dim={rvq.dim}, but MuLan's embeddings are {trained.config.embed_dim}-d."
     )
   quantizer = ResidualVectorQuantizer(rvq)
   step_fn = _train_step_fn(trained, quantizer)
@@ -109,8 +113,10 @@ def fit_mulan_quantizer(
     else:
       variables, extra = checkpointer.restore(abstract)
       start = int(extra["step"])
-    crops = train_loop.host_audio_batches(
-      source, split, trained.model.crop_samples, batch_size, data_seed, start
+    if on_start is not None and jax.process_index() == 0:
+      on_start()
+    crops = audio_batches.host_audio_batches(
+      source, split, trained.config.audio.window_samples, batch_size, data_seed, start
     )
     params, metrics = trained.params, {}
     for step in range(start + 1, num_steps + 1):
@@ -126,33 +132,3 @@ def fit_mulan_quantizer(
   if jax.process_index() == 0 and metrics:
     train_loop.write_final_metrics(output_dir, num_steps, metrics)
   return metrics
-
-
-def load_mulan_tokenizer(mulan_dir: str, quantizer_dir: str) -> MuLanTokenizer:
-  """MuLan (audio and text towers, text tokenizer) with the RVQ fitted on its audio embeddings.
-
-  Raises:
-    CheckpointMismatchError: `quantizer_dir` is not a MuLan quantizer, or was fitted on another
-      MuLan architecture than the one in `mulan_dir`.
-  """
-  trained = load_mulan(mulan_dir)
-  with Checkpointer(quantizer_dir, CheckpointConfig(save_on_sigterm=False)) as reader:
-    saved = reader.saved_metadata()
-  if saved.get("model") != MODEL_NAME:
-    raise CheckpointMismatchError(
-      f"{quantizer_dir} holds no MuLan quantizer ({saved.get('model')!r})."
-    )
-  if saved.get("mulan_architecture") != architecture.to_json(trained.model.config):
-    raise CheckpointMismatchError(
-      f"The quantizer in {quantizer_dir} was fitted on another MuLan than {mulan_dir}; fit it "
-      "again on this model (fit_mulan_quantizer)."
-    )
-  rvq = architecture.from_json(RVQConfig, saved["rvq"])
-  quantizer = ResidualVectorQuantizer(rvq)
-  with Checkpointer(
-    quantizer_dir, CheckpointConfig(save_on_sigterm=False), metadata=saved
-  ) as checkpointer:
-    variables, _ = checkpointer.restore(_abstract_state(quantizer, rvq.dim))
-  return MuLanTokenizer(
-    trained.model.config, trained.params, rvq, jax.device_get(variables), trained.tokenizer
-  )

@@ -5,7 +5,8 @@ It streams audio crops of a dataset through the trained w2v-BERT (jitted, batch 
 data axis), keeps the hidden states of one MLM layer at every real (non-padding) frame, and fits
 mini-batch k-means on them in bounded memory. Progress is checkpointed, so a killed job resumes
 where it stopped. The result, saved in `output_dir`, records the layer, the normalisation and the
-w2v-BERT checkpoint it expects; `SemanticTokenizer` refuses any other pairing.
+w2v-BERT checkpoint it expects; `tokenizers.w2v_bert.semantic.load_semantic_tokenizer` refuses
+any other pairing.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import numpy as np
 from absl import logging
 
 from musiclm_jax import architecture
+from musiclm_jax.data import audio_batches
 from musiclm_jax.data.audio_batches import AudioSource
-from musiclm_jax.jobs.w2v_bert import TrainedW2VBert, load_w2v_bert
+from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert import frontend
-from musiclm_jax.tokenizers.w2v_bert.semantic import SemanticTokenizer
-from musiclm_jax.training import loop as train_loop
+from musiclm_jax.tokenizers.w2v_bert.load import TrainedW2VBert, load_w2v_bert
 
 PROGRESS_SUBDIR = "progress"
 
@@ -37,7 +38,7 @@ def kmeans_metadata(trained: TrainedW2VBert, layer: int) -> dict:
     "layer": layer,
     "w2v_bert_dir": os.path.abspath(os.path.dirname(trained.directory)),
     "w2v_bert_step": trained.step,
-    "w2v_bert_architecture": architecture.to_json(trained.model.config),
+    "w2v_bert_architecture": architecture.to_json(trained.config),
   }
 
 
@@ -45,7 +46,7 @@ def _embedding_fn(
   trained: TrainedW2VBert, layer: int, partitioner: Partitioner
 ) -> Callable[[dict[str, np.ndarray]], tuple[jax.Array, jax.Array]]:
   """batch → (embeddings [b, frames, d], real-frame mask [b, frames]), jitted and sharded."""
-  model = trained.model
+  model = W2VBertModel(trained.config)
 
   def embed(params, audio, audio_mask):
     embeddings = model.embeddings(params, audio, audio_mask, layer=layer)
@@ -75,7 +76,7 @@ def _vector_batches(
 
   def batches_fn(skip: int) -> Iterator[np.ndarray]:
     # Without a batch limit, one pass over the split (the crops would otherwise repeat forever).
-    audio_batches = train_loop.host_audio_batches(
+    crops = audio_batches.host_audio_batches(
       source,
       split,
       crop_samples,
@@ -86,7 +87,7 @@ def _vector_batches(
       num_epochs=1 if max_batches is None else None,
     )
     limit = None if max_batches is None else max(max_batches - skip, 0)
-    for count, batch in enumerate(audio_batches):
+    for count, batch in enumerate(crops):
       if limit is not None and count >= limit:
         return
       embeddings, mask = jax.device_get(embed(batch))
@@ -108,6 +109,7 @@ def fit_semantic_kmeans(
   data_seed: int = 0,
   max_batches: int | None = None,
   partitioner: Partitioner | None = None,
+  on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Fits the semantic k-means of `w2v_bert_dir`'s model on `source` and saves it to `output_dir`.
 
@@ -123,12 +125,14 @@ def fit_semantic_kmeans(
     split: dataset split to fit on; data_seed: crops and shuffling.
     max_batches: audio batches per pass (None: the whole split, once per epoch).
     partitioner: mesh for the embedding and k-means steps (default: every device on 'data').
+    on_start: called on the chief once the w2v-BERT is loaded and checked, before anything is
+      written (the train verb writes config.gin here).
   Returns:
     {'inertia_per_vector', 'num_clusters', 'dim'} of the fit, measured on its last batch.
   """
   partitioner = partitioner or Partitioner()
   trained = load_w2v_bert(w2v_bert_dir)
-  model = trained.model
+  model = W2VBertModel(trained.config)
   if source.sample_rate != model.config.sample_rate:
     raise ValueError(
       f"Dataset {source.name} holds {source.sample_rate} Hz audio; w2v-BERT expects "
@@ -140,6 +144,8 @@ def fit_semantic_kmeans(
     embed, source, split, crop_samples, batch_size, data_seed, max_batches
   )
   metadata = kmeans_metadata(trained, layer)
+  if on_start is not None and jax.process_index() == 0:
+    on_start()
   fitted = kmeans.fit_kmeans(
     batches_fn,
     model.config.d_model,
@@ -156,29 +162,3 @@ def fit_semantic_kmeans(
   summary = {"inertia_per_vector": float(inertia), "num_clusters": config.num_clusters}
   print(f"semantic k-means: {summary} → {output_dir}", flush=True)
   return {**summary, "dim": model.config.d_model}
-
-
-def load_semantic_tokenizer(w2v_bert_dir: str, kmeans_dir: str) -> SemanticTokenizer:
-  """The semantic tokenizer of a trained w2v-BERT and the k-means fitted on its embeddings.
-
-  Raises:
-    ValueError: the k-means was fitted on another architecture's embeddings or another layer
-      count/width than this w2v-BERT has (refit it with `fit_semantic_kmeans`).
-  """
-  trained = load_w2v_bert(w2v_bert_dir)
-  fitted = kmeans.KMeansModel.load(kmeans_dir)
-  saved = fitted.metadata.get("w2v_bert_architecture")
-  if saved != architecture.to_json(trained.model.config):
-    raise ValueError(
-      f"The k-means in {kmeans_dir} was fitted on embeddings of another w2v-BERT architecture "
-      f"than the one in {w2v_bert_dir}; fit it again on this model (fit_semantic_kmeans)."
-    )
-  if fitted.metadata.get("w2v_bert_step") != trained.step:
-    logging.warning(
-      "k-means in %s was fitted on w2v-BERT step %s; %s is at step %d.",
-      kmeans_dir,
-      fitted.metadata.get("w2v_bert_step"),
-      w2v_bert_dir,
-      trained.step,
-    )
-  return SemanticTokenizer(trained.model.config, trained.params, fitted, fitted.metadata["layer"])

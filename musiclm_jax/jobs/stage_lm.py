@@ -8,20 +8,20 @@ job killed at any point and started again continues with exactly the batches it 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import seqio
-from clu import metric_writers
 
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.checkpoints import CheckpointConfig
 from musiclm_jax.data import stage_tasks
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.runtime import distributed
 from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.training.trainer import Trainer
 
@@ -53,7 +53,7 @@ def _batches(
   num_epochs: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """This host's share of each global batch, as numpy."""
-  per_host = train_loop.per_host_batch_size(batch_size)
+  per_host = distributed.per_host_batch_size(batch_size)
   dataset = stage_tasks.get_stage_dataset(
     task,
     model.layout,
@@ -114,6 +114,7 @@ def train(
   eval_batches: int = 2,
   log_every_steps: int = 10,
   max_nonfinite_steps: int = 20,
+  on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Trains `model` on `task` until `num_steps`, resuming from `model_dir` if possible.
 
@@ -137,8 +138,12 @@ def train(
     eval_batches: batches per evaluation.
     log_every_steps: metrics cadence (TensorBoard + console).
     max_nonfinite_steps: abort after this many consecutive skipped (non-finite) steps.
+    on_start: called on the chief once the checkpoint (if any) is accepted, before anything is
+      written into `model_dir` (see `runner.run`).
   Returns:
     The last logged metrics (train, and eval/... if evaluated).
+  Raises:
+    runner.Preempted: SIGTERM stopped the run after saving (rerun to resume).
   """
   partitioner = partitioner or Partitioner()
   trainer = Trainer(
@@ -149,70 +154,28 @@ def train(
     num_microbatches=num_microbatches,
     learning_rate_fn=make_schedule(optimizer),
   )
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(model_dir, just_logging=not is_chief)
-  with Checkpointer(
-    os.path.join(model_dir, "checkpoints"), checkpoint, metadata=model_metadata(model)
-  ) as checkpointer:
-    state, data_batches = train_loop.restore_or_init(trainer, checkpointer, seed)
-    start = int(state.step)
-    if is_chief and start == 0:
-      writer.write_hparams(
-        {
-          "num_params": model.num_params(),
-          "batch_size": batch_size,
-          "num_devices": jax.device_count(),
-        }
-      )
-    batches = _batches(task, model, train_split, batch_size, data_seed, data_batches, shuffle)
-    loop = train_loop.TrainLoop(
-      trainer,
-      checkpointer,
-      writer,
-      batches,
-      num_steps=num_steps,
-      log_every=log_every_steps,
-      max_nonfinite=max_nonfinite_steps,
-      throughput=_throughput(model, batch_size),
-      console_line=_console_line,
-    )
-    state, scalars = loop.run(state, data_batches)
-    if eval_split and (eval_every_steps or num_steps > start):
-      scalars.update(_eval_scalars(trainer, state, task, eval_split, eval_batches, data_seed))
-      writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
-  writer.flush()
-  if is_chief:
-    scalars = train_loop.write_final_metrics(model_dir, int(state.step), scalars)
-  return scalars
-
-
-def _eval_scalars(trainer, state, task, split, num_batches, seed) -> dict[str, float]:
-  metrics = evaluate(trainer, state.params, task, split, num_batches, seed)
-  return {f"eval/{k}": v for k, v in metrics.items()}
-
-
-def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyTree, int]:
-  """(model, params on the host, step) of a trained stage LM, rebuilt from its checkpoint alone.
-
-  The architecture and layout come from the checkpoint's metadata (`model_metadata`); the
-  sampling settings are the caller's (the decoding pipeline sets each stage's).
-
-  Raises:
-    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
-  """
-  from musiclm_jax import architecture
-  from musiclm_jax.layers.config import TransformerConfig
-  from musiclm_jax.stages import StageLayout, TokenSpec
-
-  directory = os.path.join(model_dir, "checkpoints")
-  with Checkpointer(directory, CheckpointConfig(save_on_sigterm=False)) as reader:
-    saved = reader.saved_metadata(step)
-  layout = saved.get("layout")
-  if layout is None or saved.get("model") not in ("semantic", "coarse", "fine"):
-    raise CheckpointMismatchError(f"{directory} holds no stage LM ({saved.get('model')!r}).")
-  model = StageLM(
-    architecture.from_json(TransformerConfig, saved["architecture"]),
-    StageLayout(layout["stage"], TokenSpec(**layout["tokens"]), layout["crop_seconds"]),
+  job = runner.TrainJob(
+    trainer=trainer,
+    metadata=model_metadata(model),
+    batches=lambda skip: _batches(task, model, train_split, batch_size, data_seed, skip, shuffle),
+    throughput=_throughput(model, batch_size),
+    console_line=_console_line,
+    evaluate=None
+    if eval_split is None
+    else lambda state: evaluate(trainer, state.params, task, eval_split, eval_batches, data_seed),
+    hparams={
+      "num_params": model.num_params(),
+      "batch_size": batch_size,
+      "num_devices": jax.device_count(),
+    },
   )
-  _, params, step = train_loop.load_trained_params(directory, model.name, "a stage LM", step)
-  return model, params, step
+  settings = runner.RunSettings(
+    model_dir=model_dir,
+    num_steps=num_steps,
+    checkpoint=checkpoint,
+    seed=seed,
+    log_every_steps=log_every_steps,
+    eval_every_steps=eval_every_steps,
+    max_nonfinite_steps=max_nonfinite_steps,
+  )
+  return runner.run(job, settings, on_start)

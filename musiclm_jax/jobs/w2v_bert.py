@@ -1,51 +1,36 @@
-"""The w2v-BERT training job: self-supervised pre-training on audio crops, resumable; its loader.
+"""The w2v-BERT training job: self-supervised pre-training on audio crops, resumable.
 
 `train_w2v_bert()` is what `musiclm-jax train` runs for a w2v-BERT run file
 (gin/runs/w2v_bert_rendered.gin). It drives the core trainer (sharded, microbatched, NaN-guarded)
-through the shared step/log/checkpoint loop (`train_loop.py`): a job killed at any point and
+through the runner every training job shares (`training/runner.py`): a job killed at any point and
 started again continues with exactly the batches it would have seen.
 
-`load_w2v_bert(model_dir)` rebuilds the trained model from its checkpoint alone (the architecture
-is in the checkpoint's metadata) for the k-means fit and semantic tokenization.
+The trained model is read back by `tokenizers.w2v_bert.load.load_w2v_bert(model_dir)` (for the
+k-means fit and semantic tokenization).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-from clu import metric_writers
-
 from musiclm_jax import architecture
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.checkpoints import CheckpointConfig
+from musiclm_jax.data import audio_batches
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.training import loop as train_loop
+from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.training.trainer import Trainer
 
-CHECKPOINT_SUBDIR = "checkpoints"
 _FEATURES = ("audio", "audio_mask")
 
 
 def w2v_bert_metadata(model: W2VBertModel) -> dict[str, Any]:
   """What a checkpoint must match to be restored into `model` (and what rebuilds it)."""
   return {"model": model.name, "architecture": architecture.to_json(model.config)}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedW2VBert:
-  """A trained w2v-BERT: the wrapper, its parameters and where they came from."""
-
-  model: W2VBertModel
-  params: Any
-  step: int
-  directory: str
 
 
 def _make_trainer(
@@ -73,7 +58,7 @@ def evaluate_w2v_bert(
   Evaluation masks with a fixed key (the wrapper's deterministic mode), so it is repeatable.
   """
   crop = trainer.model.crop_samples
-  batches = train_loop.host_audio_batches(
+  batches = audio_batches.host_audio_batches(
     source, split, crop, trainer.batch_size, seed, 0, shuffle=False, features=_FEATURES
   )
   return trainer.evaluate(params, batches, num_batches, f"Split {split!r} of {source.name}")
@@ -106,6 +91,8 @@ def train_w2v_bert(
   eval_batches: int = 2,
   log_every_steps: int = 10,
   max_nonfinite_steps: int = 20,
+  eval_every_steps: int = 0,
+  on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Pre-trains w2v-BERT on `source` until `num_steps`, resuming from `model_dir` if possible.
 
@@ -121,11 +108,15 @@ def train_w2v_bert(
     num_microbatches: gradient accumulation.
     seed: init, masking and dropout seed; data_seed: crops and shuffling.
     train_split, eval_split: dataset splits (eval_split None: no evaluation).
-    eval_batches: batches of the final evaluation.
+    eval_batches: batches per evaluation.
     log_every_steps: metrics cadence (TensorBoard + console).
     max_nonfinite_steps: abort after this many consecutive skipped (non-finite) steps.
+    eval_every_steps: evaluate every N steps during training (0: only at the end).
+    on_start: called on the chief once the checkpoint (if any) is accepted (`runner.run`).
   Returns:
     The last logged metrics, plus eval/... when evaluated.
+  Raises:
+    runner.Preempted: SIGTERM stopped the run after saving (rerun to resume).
   """
   if source.sample_rate != model.config.sample_rate:
     raise ValueError(
@@ -134,57 +125,30 @@ def train_w2v_bert(
     )
   partitioner = partitioner or Partitioner()
   trainer = _make_trainer(model, partitioner, batch_size, optimizer, num_microbatches)
-  is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(model_dir, just_logging=not is_chief)
-  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  with Checkpointer(directory, checkpoint, metadata=w2v_bert_metadata(model)) as checkpointer:
-    state, data_batches = train_loop.restore_or_init(trainer, checkpointer, seed)
-    start = int(state.step)
-    if is_chief and start == 0:
-      writer.write_hparams({"num_params": model.num_params(), "batch_size": batch_size})
-    batches = train_loop.host_audio_batches(
-      source,
-      train_split,
-      model.crop_samples,
-      batch_size,
-      data_seed,
-      data_batches,
-      features=_FEATURES,
-    )
-    loop = train_loop.TrainLoop(
-      trainer,
-      checkpointer,
-      writer,
-      batches,
-      num_steps=num_steps,
-      log_every=log_every_steps,
-      max_nonfinite=max_nonfinite_steps,
-      throughput=train_loop.Throughput(
-        batch_size * model.crop_samples / model.config.sample_rate, "audio_seconds"
-      ),
-      console_line=_console_line,
-    )
-    state, scalars = loop.run(state, data_batches)
-    if eval_split and num_steps > start:
-      metrics = evaluate_w2v_bert(trainer, state.params, source, eval_split, eval_batches, 0)
-      scalars.update({f"eval/{k}": v for k, v in metrics.items()})
-      writer.write_scalars(int(state.step), {k: v for k, v in scalars.items() if "/" in k})
-  writer.flush()
-  if is_chief:
-    scalars = train_loop.write_final_metrics(model_dir, int(state.step), scalars)
-  return scalars
-
-
-def load_w2v_bert(model_dir: str, step: int | None = None) -> TrainedW2VBert:
-  """The trained w2v-BERT in `model_dir` (architecture from the checkpoint's metadata).
-
-  Raises:
-    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
-    CheckpointMismatchError: the checkpoint is not a w2v-BERT model.
-  """
-  directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
-  metadata, params, step = train_loop.load_trained_params(
-    directory, W2VBertModel.name, "a w2v-BERT model", step
+  job = runner.TrainJob(
+    trainer=trainer,
+    metadata=w2v_bert_metadata(model),
+    batches=lambda skip: audio_batches.host_audio_batches(
+      source, train_split, model.crop_samples, batch_size, data_seed, skip, features=_FEATURES
+    ),
+    throughput=train_loop.Throughput(
+      batch_size * model.crop_samples / model.config.sample_rate, "audio_seconds"
+    ),
+    console_line=_console_line,
+    evaluate=None
+    if eval_split is None
+    else lambda state: evaluate_w2v_bert(
+      trainer, state.params, source, eval_split, eval_batches, 0
+    ),
+    hparams={"num_params": model.num_params(), "batch_size": batch_size},
   )
-  model = W2VBertModel(architecture.from_json(W2VBertConfig, metadata["architecture"]))
-  return TrainedW2VBert(model, params, step, directory)
+  settings = runner.RunSettings(
+    model_dir=model_dir,
+    num_steps=num_steps,
+    checkpoint=checkpoint,
+    seed=seed,
+    log_every_steps=log_every_steps,
+    eval_every_steps=eval_every_steps,
+    max_nonfinite_steps=max_nonfinite_steps,
+  )
+  return runner.run(job, settings, on_start)

@@ -10,7 +10,9 @@ USAGE = """usage: musiclm-jax VERB [flags]
 verbs:
   train       train a model from gin files (--gin_file=... --gin.MODEL_DIR="'dir'")
   compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
-  bench       benchmarks: `bench train` / `bench decode`
+  bench       speed and quality figures for BENCHMARKS.md (`musiclm-jax bench SUBCOMMAND --help`):
+                train, decode (stage LMs), codec, codec-train, codec-quality (SoundStream),
+                semantic (w2v-BERT + k-means), mulan, render, tokenize, input-pipeline, pipeline
   quickstart  the whole pipeline on a rendered corpus: tokenizers, token cache, stage LMs, music
   tokenize    cache the token streams of audio datasets (seqio cache job on Apache Beam)
   render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
@@ -18,6 +20,10 @@ verbs:
   spectrogram waveform + log-mel PNGs of audio files
   generate    one piece of music from a text prompt ("TEXT" --seconds=10 --out=out.wav)
   infer       batch decoding of a prompts JSONL file, sharded and resumable (--prompts --out_dir)
+
+`musiclm-jax VERB --help` shows a verb's flags, its gin flags and an example launch command.
+exit codes: 0 ok; 1 infer: some prompts not generated (see its errors file); 2 bad usage,
+configuration or path; 3 train: preempted, resume by rerunning the same command.
 """
 
 
@@ -95,6 +101,10 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+# A training job stopped by SIGTERM saved its step: rerunning the same command resumes it.
+EXIT_PREEMPTED = 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   if not argv or argv[0] in ("-h", "--help", "help"):
@@ -107,13 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   from musiclm_jax.checkpoints import CheckpointMismatchError
   from musiclm_jax.data.token_bundle import CacheMismatchError
   from musiclm_jax.main.gin_utils import GinConfigError
+  from musiclm_jax.main.paths import PathError
   from musiclm_jax.runtime.distributed import DistributedError
+  from musiclm_jax.training.runner import Preempted
 
+  usage_errors = (GinConfigError, PathError, CheckpointMismatchError, CacheMismatchError)
   try:
     return VERBS[verb](rest) or 0
-  except (GinConfigError, CheckpointMismatchError, CacheMismatchError, DistributedError) as e:
+  except (*usage_errors, DistributedError) as e:
     print(f"musiclm-jax {verb}: {type(e).__name__}: {e}", file=sys.stderr)
     return 2
+  except Preempted as e:
+    print(f"musiclm-jax {verb}: {e}", file=sys.stderr)
+    return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

@@ -15,14 +15,17 @@ import jax
 import gin
 from musiclm_jax import partitioning
 from musiclm_jax.jobs import stage_lm as train_job
-from musiclm_jax.main import gin_utils
+from musiclm_jax.main import gin_utils, paths
 from musiclm_jax.runtime import distributed
+
+TRAIN_EXAMPLE = """musiclm-jax train --gin_file=gin/models/semantic/tiny.gin \\
+    --gin_file=gin/runs/synthetic.gin --gin.MODEL_DIR="'runs/semantic_tiny'" --gin.NUM_STEPS=50"""
 
 
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(prog="musiclm-jax train")
-  parser.add_argument("--gin_search_path", action="append", default=[])
+  parser = argparse.ArgumentParser(prog="musiclm-jax train", description=__doc__)
+  gin_utils.add_gin_flags(parser, TRAIN_EXAMPLE)
   distributed.add_flags(parser)
   args = parser.parse_args(rest)
   try:
@@ -33,12 +36,13 @@ def main(argv: Sequence[str]) -> int:
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   distributed.check_agreement("gin configuration", gin.config_str())
   model_dir = gin_utils.macro("MODEL_DIR")
+  paths.check_output_dir(model_dir, "MODEL_DIR")
   partitioner = gin_utils.configured(partitioning.Partitioner)()
   is_chief = jax.process_index() == 0
-  if is_chief:
-    gin_utils.write_config(model_dir)
   train = gin_utils.macro("TRAIN_JOB", default=None) or gin_utils.configured(train_job.train)
-  train(partitioner=partitioner)
+  # config.gin is written once the job has accepted MODEL_DIR's checkpoint: a refused run
+  # (another model's checkpoint) leaves the directory describing what it holds.
+  train(partitioner=partitioner, on_start=lambda: gin_utils.write_config(model_dir))
   if is_chief:
     gin_utils.write_config(model_dir, "operative_config.gin", operative=True)
   return 0
