@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from typing import Literal
 
 import numpy as np
 import scipy.signal
 import soundfile as sf
 import soxr
+
+from musiclm_jax.runtime.atomic import atomic_path
 
 DEFAULT_SAMPLE_RATE = 24_000
 
@@ -556,15 +557,5 @@ def write_wav(path: PathLike, audio: np.ndarray, sample_rate: int, subtype: str 
     raise ValueError(f"{path}: refusing to write audio with NaN/inf samples")
   if subtype.startswith("PCM"):
     audio = np.clip(audio, -1.0, 1.0)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      sf.write(f, audio, sample_rate, subtype=subtype, format="WAV")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  with atomic_path(path) as tmp:
+    sf.write(tmp, audio, sample_rate, subtype=subtype, format="WAV")

@@ -1,26 +1,28 @@
 """Mel spectrograms of audio clips, and PNG pictures of them for people to look at.
 
 The numbers are NumPy (this is an inspection tool for the data layer, which never imports model
-code); the tokenizers compute their own features in JAX.
+code); the tokenizers compute their own features in JAX. The mel scale here is HTK's
+(`htk_hz_to_mel`, `htk_mel_filterbank`, peak-1 filters); the tokenizers' (`layers/spectral.py`)
+is Slaney's (`slaney_*`, unit-area filters), so the two names never mean the same thing.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from musiclm_jax.runtime.atomic import atomic_path
 
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+
+def htk_hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
   """HTK mel scale: 2595 log10(1 + f / 700)."""
   return 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)
 
 
-def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+def htk_mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
   return 700.0 * (10.0 ** (np.asarray(mel, np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(
+def htk_mel_filterbank(
   sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
 ) -> np.ndarray:
   """Triangular mel filters with peak 1 (HTK-style), so a pure tone reads at its own level.
@@ -32,7 +34,7 @@ def mel_filterbank(
   if not 0 <= fmin < fmax <= sample_rate / 2:
     raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={fmin}, fmax={fmax}")
   fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-  edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+  edges_hz = htk_mel_to_hz(np.linspace(htk_hz_to_mel(fmin), htk_hz_to_mel(fmax), n_mels + 2))
   lower, center, upper = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]
   rising = (fft_hz[:, None] - lower) / (center - lower)
   falling = (upper - fft_hz[:, None]) / (upper - center)
@@ -78,7 +80,7 @@ def log_mel_spectrogram(
   """
   hop = max(1, round(hop_seconds * sample_rate))
   power = stft_power(audio, n_fft, hop) / (n_fft / 4) ** 2  # a full-scale sine peaks near 0 dB
-  mel = power @ mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+  mel = power @ htk_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
   return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-20)), floor_db).astype(np.float32)
 
 
@@ -118,8 +120,6 @@ def save_spectrogram_png(
   fig.colorbar(image, ax=[wave_ax, mel_ax], label="dBFS", shrink=0.8)
   if title:
     fig.suptitle(title if len(title) <= 110 else title[:107] + "...", fontsize=9)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp_path = f"{path}.tmp.png"
-  fig.savefig(tmp_path, dpi=100)
+  with atomic_path(path) as tmp_path:
+    fig.savefig(tmp_path, dpi=100, format="png")
   plt.close(fig)
-  os.replace(tmp_path, path)

@@ -42,6 +42,7 @@ from musiclm_jax.decoding.prompts import (
   parse_prompts,
   shard_prompts,
 )
+from musiclm_jax.runtime.atomic import atomic_write_text
 
 SINGLE_MANIFEST = "manifest.jsonl"
 SINGLE_ERRORS = "errors.jsonl"
@@ -120,14 +121,7 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _write_lines_atomically(path: str, records: Iterable[Mapping[str, Any]]) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    for record in records:
-      f.write(json.dumps(record) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  _fsync_dir(os.path.dirname(os.path.abspath(path)))
+  atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 class JsonlAppender:

@@ -30,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from musiclm_jax.data.token_bundle import TokenizerBundle
 from musiclm_jax.decoding.windows import Window, plan_windows
-from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
+from musiclm_jax.models.stage_lm import SamplingConfig, StageLM, load_stage_lm
 from musiclm_jax.stages import (
   ACOUSTIC,
   COARSE_STAGE,
@@ -110,8 +110,9 @@ class Generation:
 
   Attributes:
     audio: float32 [round(seconds · 24000)].
-    semantic: int32 [F] semantic codes (F = ceil(seconds · 25)).
-    acoustic: int32 [2F, levels] SoundStream codes.
+    semantic: int32 [F] semantic codes (F = ceil(seconds · semantic_rate_hz)).
+    acoustic: int32 [R·F, levels] SoundStream codes, R = the token spec's
+      `acoustic_frames_per_semantic` (2 at the paper's 50 Hz / 25 Hz).
     mulan: int32 [segments, mulan_levels] the conditioning tokens of each segment.
     windows: windows per stage.
   """
@@ -272,12 +273,13 @@ class MusicLMPipeline:
         if progress:
           progress(name, i + 1, len(windows))
       counts[name] = len(windows)
-    audio = np.asarray(self.tokenizers.codec.decode(acoustic[:, : 2 * plan.frames]))
+    acoustic_frames = self.tokens.acoustic_frames_per_semantic * plan.frames
+    audio = np.asarray(self.tokenizers.codec.decode(acoustic[:, :acoustic_frames]))
     return [
       Generation(
         audio=audio[row, : plan.samples].astype(np.float32),
         semantic=semantic[row, : plan.frames].copy(),
-        acoustic=acoustic[row, : 2 * plan.frames].copy(),
+        acoustic=acoustic[row, :acoustic_frames].copy(),
         mulan=mulan[row],
         windows=dict(counts),
       )
@@ -293,14 +295,15 @@ class MusicLMPipeline:
   def _prompt_tokens(self, requests: list[Request], plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     """Empty streams of the plan's length, holding the continuation prompts' tokens."""
     batch, levels = len(requests), self.tokens.acoustic_levels
+    ratio = self.tokens.acoustic_frames_per_semantic
     semantic = np.zeros((batch, plan.internal), np.int32)
-    acoustic = np.zeros((batch, 2 * plan.internal, levels), np.int32)
+    acoustic = np.zeros((batch, ratio * plan.internal, levels), np.int32)
     if plan.prompt:
       samples = plan.prompt * self.tokenizers.samples_per_semantic_frame
       audio = np.stack([r.prompt_audio[:samples] for r in requests]).astype(np.float32)
       tokens = self.tokenizers.tokenize(audio)
       semantic[:, : plan.prompt] = tokens[SEMANTIC]
-      acoustic[:, : 2 * plan.prompt] = tokens[ACOUSTIC]
+      acoustic[:, : ratio * plan.prompt] = tokens[ACOUSTIC]
     return semantic, acoustic
 
   def _stage_windows(self, name: str, plan: _Plan) -> list[Window]:
@@ -370,7 +373,8 @@ class MusicLMPipeline:
     if name == COARSE_STAGE:
       span = semantic[:, window.start : window.start + layout.semantic_frames]
       return layout.encode_inputs({MULAN: conditioning, SEMANTIC: span})
-    span = acoustic[:, 2 * window.start : 2 * window.start + layout.acoustic_frames, :nc]
+    start = self.tokens.acoustic_frames_per_semantic * window.start
+    span = acoustic[:, start : start + layout.acoustic_frames, :nc]
     return layout.encode_inputs({ACOUSTIC: span})
 
   def _window_target(
@@ -380,7 +384,8 @@ class MusicLMPipeline:
     nc = self.tokens.num_coarse_levels
     if name == SEMANTIC_STAGE:
       return semantic[..., None], 1, 0  # a view with a level axis: the same indexing for all
-    return acoustic, 2, slice(0, nc) if name == COARSE_STAGE else slice(nc, None)
+    levels = slice(0, nc) if name == COARSE_STAGE else slice(nc, None)
+    return acoustic, self.tokens.acoustic_frames_per_semantic, levels
 
 
 def _without_conditioning(inputs: np.ndarray, mulan_levels: int) -> np.ndarray:
@@ -403,15 +408,13 @@ def load_pipeline(
   config: PipelineConfig = PipelineConfig(),
 ) -> tuple[MusicLMPipeline, dict[str, int]]:
   """The pipeline of trained stage LMs (rebuilt from their checkpoints) and their steps."""
-  from musiclm_jax.jobs import stage_lm as train_job
-
   stages, steps = {}, {}
   for name, model_dir in (
     (SEMANTIC_STAGE, semantic_dir),
     (COARSE_STAGE, coarse_dir),
     (FINE_STAGE, fine_dir),
   ):
-    model, params, step = train_job.load_stage_lm(model_dir)
+    model, params, step = load_stage_lm(model_dir)
     if model.layout.stage != name:
       raise ValueError(f"{model_dir} holds a {model.layout.stage} stage LM, not a {name} one")
     stages[name], steps[name] = (model, params), step

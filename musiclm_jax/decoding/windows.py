@@ -4,7 +4,8 @@ A stage LM sees `window` frames at a time (its training crop). Long generation s
 window re-reads up to `prefix` already generated frames as known targets and adds new frames
 after them, so every new frame is predicted with context (paper, semantic stage: 30 s windows,
 15 s prefix, 15 s stride). Time is counted in semantic frames for all three stages (an acoustic
-window is twice as many frames), so the same planner serves them all.
+window is `TokenSpec.acoustic_frames_per_semantic` times as many frames), so the same planner
+serves them all.
 
 Rules, in order:
 * new regions tile [prompt, total) left to right; frames before `prompt` are given (continuation);

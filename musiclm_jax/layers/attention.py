@@ -1,14 +1,16 @@
 """Multi-head self-attention with a key/value cache for prefill + incremental decoding.
 
-Three modes, chosen by the caller (`layers.decoder.Decoder`):
+Three modes (`AttentionMode`), chosen by the caller (`layers.decoder.Decoder`):
 - full (training, scoring): attend over the whole sequence under the given mask;
 - prefill: as full, and also write the keys/values of every position into the cache;
 - decode: one new token at `decode_position`; write its key/value there and attend to the cache.
-The cache is created by initialising with `decode=True` on a [batch, max_length] input.
+The cache is created by initialising in decode mode on a [batch, max_length] input. The cached
+modes are inference only: they refuse active dropout.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 
 import flax.linen as nn
@@ -59,20 +61,43 @@ def fused_attention(
 ) -> jax.Array:
   """`jax.nn.dot_product_attention` (cuDNN flash attention on GPU where shapes allow).
 
-  Same arguments as `xla_attention` (query pre-scaled), no dropout.
+  Same arguments as `xla_attention` (query pre-scaled), but it has no dropout:
+  `SelfAttention` never chooses it while attention dropout is active.
   """
   return jax.nn.dot_product_attention(
     query, key, value, bias=bias.astype(query.dtype), mask=mask, scale=1.0
   )
 
 
+class AttentionMode(enum.StrEnum):
+  """How a pass uses the KV cache: exactly one of these, so no impossible combination exists.
+
+  FULL: the whole sequence, no cache (training, scoring).
+  PREFILL: the whole prompt, also written into the cache from position 0.
+  DECODE: one token per call at the cache position (the cache is created by `init` in this mode).
+  """
+
+  FULL = "full"
+  PREFILL = "prefill"
+  DECODE = "decode"
+
+
 class SelfAttention(nn.Module):
-  """Multi-head self-attention (no biases, T5 style) with an optional KV cache."""
+  """Multi-head self-attention (no biases, T5 style) with an optional KV cache.
+
+  Attributes:
+    config: architecture (`attention_impl`, `dropout_rate`, ...).
+    deterministic: False applies attention dropout (training).
+    mode: an `AttentionMode` (or its value); the cached modes refuse active dropout.
+  """
 
   config: TransformerConfig
   deterministic: bool = True
-  decode: bool = False
-  prefill: bool = False
+  mode: AttentionMode = AttentionMode.FULL
+
+  @property
+  def _dropout_active(self) -> bool:
+    return not self.deterministic and self.config.dropout_rate > 0.0
 
   def _projection(self, name: str) -> Projection:
     cfg = self.config
@@ -101,8 +126,17 @@ class SelfAttention(nn.Module):
       decode_position: int32 scalar, the position being decoded (decode mode only).
     Returns:
       [batch, length, embed].
+    Raises:
+      ValueError: dropout in a cached mode, or `decode_position` missing in decode mode or
+        given in another.
     """
-    cfg = self.config
+    cfg, mode = self.config, AttentionMode(self.mode)
+    if mode != AttentionMode.FULL and self._dropout_active:
+      raise ValueError(f"Attention mode {mode.value!r} is inference only; it takes no dropout.")
+    if (decode_position is None) == (mode == AttentionMode.DECODE):
+      raise ValueError(
+        f"decode_position is required in decode mode and only there (mode {mode.value!r})."
+      )
     head_axes = (axes.BATCH, axes.LENGTH, axes.ACT_HEADS, axes.ACT_KV)
     query = self._projection("query")(x) / jnp.asarray(math.sqrt(cfg.head_dim), cfg.compute_dtype)
     key = self._projection("key")(x)
@@ -111,13 +145,13 @@ class SelfAttention(nn.Module):
     key = nn.with_logical_constraint(key, head_axes)
     value = nn.with_logical_constraint(value, head_axes)
 
-    if self.decode or self.prefill:
-      key, value = self._update_cache(key, value, decode_position)
+    if mode != AttentionMode.FULL:
+      key, value = self._update_cache(key, value, decode_position, mode)
 
-    dropout_rng = None
-    if not self.deterministic and cfg.dropout_rate > 0.0:
-      dropout_rng = self.make_rng("dropout")
-    if cfg.attention_impl == "dot_product_attention" and not self.decode:
+    dropout_rng = self.make_rng("dropout") if self._dropout_active else None
+    # The fused kernel has no dropout: with dropout active, the XLA path (which applies it).
+    fused = cfg.attention_impl == "dot_product_attention" and dropout_rng is None
+    if fused and mode != AttentionMode.DECODE:
       out = fused_attention(query, key, value, bias, mask)
     else:
       out = xla_attention(
@@ -135,7 +169,11 @@ class SelfAttention(nn.Module):
     return nn.with_logical_constraint(projected, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
 
   def _update_cache(
-    self, key: jax.Array, value: jax.Array, decode_position: jax.Array | None
+    self,
+    key: jax.Array,
+    value: jax.Array,
+    decode_position: jax.Array | None,
+    mode: AttentionMode,
   ) -> tuple[jax.Array, jax.Array]:
     """Writes new keys/values into the cache; returns what attention should read.
 
@@ -161,7 +199,7 @@ class SelfAttention(nn.Module):
     if not initialized:
       return key, value
     max_length = cached_key.value.shape[1]
-    if self.prefill:
+    if mode == AttentionMode.PREFILL:
       if key.shape[1] > max_length:
         raise ValueError(f"Prefill of {key.shape[1]} tokens exceeds the cache length {max_length}.")
       cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))

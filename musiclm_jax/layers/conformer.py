@@ -22,6 +22,7 @@ from musiclm_jax import axes
 from musiclm_jax.layers.attention import SelfAttention
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.dense import Projection
+from musiclm_jax.layers.normalization import LayerNorm
 from musiclm_jax.layers.relative_position import RelativePositionBias
 
 _ACTIVATION_AXES = (axes.BATCH, axes.LENGTH, axes.ACT_EMBED)
@@ -97,41 +98,6 @@ class ConformerConfig:
     per_layer = ffn + attention + conv + 2 * d  # final norm
     relpos = self.relative_attention_num_buckets * self.num_heads
     return self.num_layers * per_layer + relpos
-
-
-class LayerNorm(nn.Module):
-  """Layer normalisation over the last axis (statistics in float32), scale and bias.
-
-  Attributes:
-    param_axis: logical axis name of the normalised features.
-  """
-
-  epsilon: float = 1e-5
-  param_axis: str = axes.EMBED
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """[..., features] -> [..., features] in `dtype`."""
-    features = x.shape[-1]
-    scale = self.param(
-      "scale",
-      nn.with_logical_partitioning(nn.initializers.ones, (self.param_axis,)),
-      (features,),
-      self.param_dtype,
-    )
-    bias = self.param(
-      "bias",
-      nn.with_logical_partitioning(nn.initializers.zeros, (self.param_axis,)),
-      (features,),
-      self.param_dtype,
-    )
-    x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * jnp.asarray(scale, jnp.float32) + jnp.asarray(bias, jnp.float32)).astype(self.dtype)
 
 
 class FeedForward(nn.Module):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from musiclm_jax import axes
-from musiclm_jax.layers.attention import SelfAttention
+from musiclm_jax.layers.attention import AttentionMode, SelfAttention
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.dense import Projection
 from musiclm_jax.layers.mlp import GatedMlp
@@ -54,8 +54,7 @@ class DecoderLayer(nn.Module):
 
   config: TransformerConfig
   deterministic: bool = True
-  decode: bool = False
-  prefill: bool = False
+  mode: AttentionMode = AttentionMode.FULL
 
   @nn.compact
   def __call__(self, x, bias, mask, decode_position):
@@ -64,7 +63,7 @@ class DecoderLayer(nn.Module):
     dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
     norm = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)
     h = RMSNorm(name="pre_attention_norm", **norm)(x)
-    h = SelfAttention(cfg, self.deterministic, self.decode, self.prefill, name="self_attention")(
+    h = SelfAttention(cfg, self.deterministic, self.mode, name="self_attention")(
       h, bias, mask, decode_position
     )
     x = x + dropout(h, deterministic=self.deterministic)
@@ -101,8 +100,7 @@ class Decoder(nn.Module):
     valid: jax.Array | None = None,
     *,
     enable_dropout: bool = False,
-    decode: bool = False,
-    prefill: bool = False,
+    mode: AttentionMode | str = AttentionMode.FULL,
   ) -> jax.Array:
     """Runs the decoder.
 
@@ -110,18 +108,19 @@ class Decoder(nn.Module):
       decoder_input_tokens: [batch, length] int32 (targets shifted right, 0 = BOS/pad).
       decoder_causal_attention: [batch, length] 1 on the prefix (see `prefix_lm_mask`).
       valid: [batch, length] bool, False where the input token is padding (keys masked).
-      enable_dropout: training mode.
-      decode: one token per call at the cache position (length must be 1 after init).
-      prefill: run the whole prompt and fill the cache from position 0.
+      enable_dropout: training mode (full mode only: the cached modes refuse it).
+      mode: an `AttentionMode` or its value. 'decode': one token per call at the cache position
+        (length must be 1 after init; initialising in this mode creates the cache). 'prefill':
+        run the whole prompt and fill the cache from position 0.
     Returns:
       logits [batch, length, vocab_size] float32.
     """
-    cfg = self.config
+    cfg, mode = self.config, AttentionMode(mode)
     length = decoder_input_tokens.shape[1]
     # During init the cache is being created at full length: run as a normal full pass.
-    stepping = decode and not self.is_initializing()
+    stepping = mode == AttentionMode.DECODE and not self.is_initializing()
     position = None
-    if decode or prefill:
+    if mode != AttentionMode.FULL:
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
     query_positions, key_positions, mask = self._positions_and_mask(
       decoder_causal_attention, valid, length, stepping, position
@@ -137,8 +136,8 @@ class Decoder(nn.Module):
 
     x = self._embed(decoder_input_tokens)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=not enable_dropout)
-    decode_position = None if position is None else position.value
-    x = self._layers(x, bias, mask, decode_position, not enable_dropout, decode, prefill)
+    decode_position = position.value if mode == AttentionMode.DECODE else None
+    x = self._layers(x, bias, mask, decode_position, not enable_dropout, mode)
     x = RMSNorm(name="final_norm", dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=not enable_dropout)
     # Logits in float32: the softmax over a large vocabulary is where bf16 hurts most.
@@ -154,7 +153,7 @@ class Decoder(nn.Module):
     if position is not None and not self.is_initializing():
       if stepping:
         position.value = position.value + length
-      elif prefill:
+      elif mode == AttentionMode.PREFILL:
         position.value = jnp.asarray(length, jnp.int32)
     return logits
 
@@ -190,14 +189,14 @@ class Decoder(nn.Module):
     x = jnp.take(table, tokens.astype(jnp.int32), axis=0)
     return nn.with_logical_constraint(x, _ACTIVATION_AXES)
 
-  def _layers(self, x, bias, mask, decode_position, deterministic, decode, prefill):
+  def _layers(self, x, bias, mask, decode_position, deterministic, mode):
     cfg = self.config
     layer_cls = DecoderLayer
     if cfg.remat_policy != "none":
       layer_cls = nn.remat(
         layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers
       )
-    kwargs = dict(deterministic=deterministic, decode=decode, prefill=prefill)
+    kwargs = dict(deterministic=deterministic, mode=mode)
     if cfg.scan_layers:
       stack = nn.scan(
         layer_cls,

@@ -23,7 +23,7 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 _LOG_STEP = np.log(6.4) / 27.0
 
 
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+def slaney_hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
   """Slaney mel of frequencies in Hz (float64 NumPy, same shape)."""
   hz = np.asarray(hz, np.float64)
   linear = hz / _F_SP
@@ -31,15 +31,15 @@ def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
   return np.where(hz >= _MIN_LOG_HZ, log, linear)
 
 
-def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-  """Inverse of `hz_to_mel` (float64 NumPy, same shape)."""
+def slaney_mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+  """Inverse of `slaney_hz_to_mel` (float64 NumPy, same shape)."""
   mel = np.asarray(mel, np.float64)
   linear = mel * _F_SP
   log = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mel - _MIN_LOG_MEL))
   return np.where(mel >= _MIN_LOG_MEL, log, linear)
 
 
-def mel_filterbank(
+def slaney_mel_filterbank(
   sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
 ) -> np.ndarray:
   """Slaney-normalised triangular mel filters (librosa `filters.mel(htk=False, norm='slaney')`).
@@ -63,7 +63,7 @@ def mel_filterbank(
   if n_mels < 1 or n_fft < 2:
     raise ValueError(f"Need n_mels >= 1 and n_fft >= 2, got n_mels={n_mels}, n_fft={n_fft}.")
   fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-  edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+  edges = slaney_mel_to_hz(np.linspace(slaney_hz_to_mel(fmin), slaney_hz_to_mel(fmax), n_mels + 2))
   widths = np.diff(edges)
   ramps = edges[:, None] - fft_hz[None, :]
   rising = -ramps[:-2] / widths[:-1, None]
@@ -193,7 +193,7 @@ def mel_spectrogram(
   spectrum = magnitude(stft(audio, n_fft, hop_length, center=center))
   if power != 1.0:
     spectrum = spectrum**power
-  filters = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+  filters = slaney_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
   return jnp.matmul(spectrum, filters, precision=jax.lax.Precision.HIGHEST)
 
 

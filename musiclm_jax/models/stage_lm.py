@@ -4,11 +4,15 @@ It owns what the Flax network does not know: the stage's vocabulary layout, the 
 and sampling (t5x's DecoderOnlyModel role). Batches are the model features of
 `seqio.PrefixLMFeatureConverter`: `decoder_target_tokens`, `decoder_input_tokens`,
 `decoder_loss_weights`, `decoder_causal_attention`, all [batch, inputs_length + targets_length].
+
+`load_stage_lm(model_dir)` rebuilds a trained stage LM from its checkpoint alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,11 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from musiclm_jax import architecture, checkpoints
 from musiclm_jax.decoding import sampling
+from musiclm_jax.layers.attention import AttentionMode
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.decoder import Decoder
 from musiclm_jax.models import losses
-from musiclm_jax.stages import PAD_ID, StageLayout
+from musiclm_jax.stages import PAD_ID, STAGES, StageLayout, TokenSpec
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
@@ -167,9 +173,8 @@ class StageLM:
     """An empty KV cache for `batch_size` sequences of up to `length` (default: full stage)."""
     length = length or self.sequence_length
     tokens = jnp.zeros((batch_size, length), jnp.int32)
-    shapes = jax.eval_shape(
-      lambda: self.module.init(jax.random.key(0), tokens, tokens, decode=True)["cache"]
-    )
+    init = functools.partial(self.module.init, mode=AttentionMode.DECODE)
+    shapes = jax.eval_shape(lambda: init(jax.random.key(0), tokens, tokens)["cache"])
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
 
   def prompt_tokens(self, inputs: jax.Array) -> jax.Array:
@@ -192,7 +197,7 @@ class StageLM:
       {"params": params, "cache": cache},
       prompt,
       jnp.ones_like(prompt),
-      prefill=True,
+      mode=AttentionMode.PREFILL,
       mutable=["cache"],
     )
     return logits[:, -1], variables["cache"]
@@ -202,7 +207,7 @@ class StageLM:
 
     def tokens_to_logits(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
       step_logits, new_vars = self.module.apply(
-        {"params": params, "cache": cache}, tokens, decode=True, mutable=["cache"]
+        {"params": params, "cache": cache}, tokens, mode=AttentionMode.DECODE, mutable=["cache"]
       )
       return step_logits[:, 0], new_vars["cache"]
 
@@ -363,3 +368,28 @@ def _guided_tokens_to_logits(
     return _guide(logits, scale), cache
 
   return guided
+
+
+def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyTree, int]:
+  """(model, params on the host, step) of a trained stage LM, rebuilt from its checkpoint alone.
+
+  The architecture and layout come from the checkpoint's metadata (the stage LM job's
+  `model_metadata`); the sampling settings are the caller's (the decoding pipeline sets each
+  stage's).
+
+  Raises:
+    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
+    CheckpointMismatchError: the checkpoint is not a stage LM.
+  """
+  directory = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
+  saved, tree, step = checkpoints.restore_trained(directory, STAGES, "a stage LM", step=step)
+  layout = saved.get("layout")
+  if layout is None or layout.get("stage") != saved["model"]:
+    raise checkpoints.CheckpointMismatchError(
+      f"{directory} holds no stage LM layout for its {saved['model']!r} model."
+    )
+  model = StageLM(
+    architecture.from_json(TransformerConfig, saved["architecture"]),
+    StageLayout(layout["stage"], TokenSpec(**layout["tokens"]), layout["crop_seconds"]),
+  )
+  return model, tree["params"], step

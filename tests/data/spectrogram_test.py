@@ -18,8 +18,8 @@ def test_tone_lands_in_its_mel_band_at_its_level(hz):
   log_mel = spectrogram.log_mel_spectrogram(_tone(hz), SR, n_mels=128)
   assert log_mel.shape == (SR // 240 + 1, 128)  # 100 frames per second
   profile = log_mel[10:-10].mean(axis=0)
-  edges = spectrogram.mel_to_hz(
-    np.linspace(spectrogram.hz_to_mel(20.0), spectrogram.hz_to_mel(SR / 2), 130)
+  edges = spectrogram.htk_mel_to_hz(
+    np.linspace(spectrogram.htk_hz_to_mel(20.0), spectrogram.htk_hz_to_mel(SR / 2), 130)
   )
   assert edges[profile.argmax()] <= hz <= edges[profile.argmax() + 2]
   assert -6.0 < profile.max() < 3.0  # full-scale sine reads about 0 dBFS
@@ -34,7 +34,7 @@ def test_silence_sits_on_the_floor():
 
 def test_filterbank_rejects_bad_band():
   with pytest.raises(ValueError, match="fmax"):
-    spectrogram.mel_filterbank(SR, 1024, 64, fmin=0.0, fmax=SR)
+    spectrogram.htk_mel_filterbank(SR, 1024, 64, fmin=0.0, fmax=SR)
 
 
 def test_png_is_written(tmp_path):
@@ -43,3 +43,35 @@ def test_png_is_written(tmp_path):
   data = path.read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
   assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_htk_and_slaney_scales_are_named_apart_and_each_follows_its_formula():
+  from musiclm_jax.layers import spectral
+
+  # Known points: HTK 2595 log10(1 + f/700); Slaney f / (200/3) below 1 kHz, 27 mels per
+  # log(6.4) above.
+  np.testing.assert_allclose(spectrogram.htk_hz_to_mel(700.0), 2595.0 * np.log10(2.0))
+  np.testing.assert_allclose(spectral.slaney_hz_to_mel(700.0), 10.5)
+  np.testing.assert_allclose(spectral.slaney_hz_to_mel(6400.0), 42.0)
+  assert abs(spectrogram.htk_hz_to_mel(6400.0) - 2595.0 * np.log10(1 + 6400 / 700)) < 1e-9
+  sample_rate, n_fft, n_mels = 16_000, 4096, 40
+  fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+  expected = {
+    "htk": 700.0
+    * (10.0 ** (np.linspace(0.0, 2595 * np.log10(1 + 8000 / 700), n_mels + 2) / 2595) - 1),
+    "slaney": spectral.slaney_mel_to_hz(
+      np.linspace(0.0, 15 + 27 * np.log(8.0) / np.log(6.4), n_mels + 2)
+    ),
+  }
+  banks = {
+    "htk": spectrogram.htk_mel_filterbank(sample_rate, n_fft, n_mels),
+    "slaney": spectral.slaney_mel_filterbank(sample_rate, n_fft, n_mels),
+  }
+  for name, bank in banks.items():  # each filter peaks within a bin of its scale's centre
+    peaks = fft_hz[np.argmax(bank, axis=0)]
+    np.testing.assert_allclose(peaks, expected[name][1:-1], atol=sample_rate / n_fft)
+  assert banks["htk"].max() == pytest.approx(1.0, abs=1e-3)  # peak-1 HTK filters
+  assert banks["slaney"].max() < 0.1  # unit-area Slaney filters
+  # Where the scales differ (low band: Slaney is linear, HTK is not) the filters sit elsewhere.
+  assert np.abs(expected["htk"][1:-1] - expected["slaney"][1:-1]).max() > 100.0
+  assert not np.array_equal(np.argmax(banks["htk"], 0), np.argmax(banks["slaney"], 0))

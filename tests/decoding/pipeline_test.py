@@ -21,6 +21,7 @@ from musiclm_jax.decoding.pipeline import MusicLMPipeline, PipelineConfig, Reque
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
 from musiclm_jax.stages import MULAN, PAD_ID, StageLayout
+from tests.size_configs import size_config
 
 pytestmark = [
   pytest.mark.usefixtures("persistent_compilation_cache"),
@@ -229,3 +230,47 @@ def test_new_prompts_of_a_seen_shape_compile_nothing(bundle):
   compiled = {name: program._cache_size() for name, program in pipeline._programs.items()}
   pipeline.generate([Request.from_text("heavy metal guitars", 1.5, seed=2)])
   assert {name: p._cache_size() for name, p in pipeline._programs.items()} == compiled
+
+
+def test_a_three_to_one_token_spec_aligns_every_stream(bundle):
+  """A 75 Hz codec under 25 Hz semantics: 3 acoustic frames per semantic frame, everywhere."""
+  import dataclasses
+
+  from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
+
+  tiny = size_config("soundstream", "tiny")
+  config = dataclasses.replace(tiny, strides=(2, 4, 5, 8))  # hop 320: 75 Hz
+  bundle3 = token_bundle.TokenizerBundle(
+    bundle.config, SoundStreamCodec.random_init(config), bundle.semantic, bundle.mulan
+  )
+  tokens = bundle3.token_spec(2)
+  assert tokens.acoustic_frames_per_semantic == 3
+  stages = {}
+  for index, (name, crop) in enumerate(CROPS.items()):
+    model = StageLM(TINY, StageLayout(name, tokens, crop))
+    stages[name] = (model, nn.unbox(model.get_initial_variables(jax.random.key(index))["params"]))
+  pipeline = MusicLMPipeline(bundle3, stages, PipelineConfig(semantic_prefix_seconds=2.0))
+  spies = {name: _Spy(pipeline, name) for name in list(pipeline._programs)}
+  prompt = (0.2 * np.sin(np.arange(RATE) * 2 * np.pi * 440 / RATE)).astype(np.float32)
+  request = Request.from_text("piano", 3.0, seed=5, prompt_audio=prompt)
+  (generation,) = pipeline.generate([request])
+  frames = 75  # 3 s × 25 Hz
+  assert generation.semantic.shape == (frames,)
+  assert generation.acoustic.shape == (3 * frames, 6)
+  assert generation.audio.shape == (3 * RATE,)
+  prompt_tokens = bundle3.tokenize(prompt[None])
+  np.testing.assert_array_equal(generation.acoustic[:75], prompt_tokens["acoustic"][0])
+  coarse, fine = (pipeline.models[name].layout for name in ("coarse", "fine"))
+  for stage, layout, stream in (
+    ("coarse", coarse, lambda start: generation.semantic[start : start + coarse.semantic_frames]),
+    (
+      "fine",
+      fine,
+      lambda start: generation.acoustic[3 * start : 3 * start + fine.acoustic_frames, :2],
+    ),
+  ):
+    windows = pipeline._stage_windows(stage, pipeline.plan(request))  # all inside the 75 frames
+    assert len(windows) == len(spies[stage].calls) > 1
+    for window, (inputs, _, _) in zip(windows, spies[stage].calls):
+      family = "semantic" if stage == "coarse" else "acoustic"
+      np.testing.assert_array_equal(layout.decode_inputs(inputs)[family][0], stream(window.start))

@@ -54,9 +54,9 @@ def _params(module: Decoder) -> dict:
 
 
 def _empty_cache(module: Decoder, cache_length: int) -> dict:
-  """The KV cache made by initialising with decode=True on [batch, cache_length], zeroed."""
+  """The KV cache made by initialising in decode mode on [batch, cache_length], zeroed."""
   tokens = jnp.zeros((BATCH, cache_length), jnp.int32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(1), tokens, tokens, decode=True))
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(1), tokens, tokens, mode="decode"))
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes["cache"]))
 
 
@@ -84,13 +84,13 @@ def _cached_logits(module: Decoder, params, tokens, prompt_length: int, cache_le
       {"params": params, "cache": cache},
       prompt,
       jnp.ones_like(prompt),
-      prefill=True,
+      mode="prefill",
       mutable=["cache"],
     )
 
   @jax.jit
   def step(cache, token):
-    return module.apply({"params": params, "cache": cache}, token, decode=True, mutable=["cache"])
+    return module.apply({"params": params, "cache": cache}, token, mode="decode", mutable=["cache"])
 
   logits, variables = prefill(cache, tokens[:, :prompt_length])
   outputs = [logits]
@@ -131,7 +131,9 @@ def test_decode_step_takes_one_token():
   tokens = _tokens()
   cache = _empty_cache(module, LENGTH)
   with pytest.raises(ValueError, match="one token per call"):
-    module.apply({"params": params, "cache": cache}, tokens[:, :2], decode=True, mutable=["cache"])
+    module.apply(
+      {"params": params, "cache": cache}, tokens[:, :2], mode="decode", mutable=["cache"]
+    )
 
 
 def test_later_target_tokens_do_not_change_earlier_logits():

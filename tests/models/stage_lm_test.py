@@ -11,12 +11,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from musiclm_jax import stages
+from musiclm_jax.checkpoints import (
+  CHECKPOINT_SUBDIR,
+  CheckpointConfig,
+  Checkpointer,
+  CheckpointMismatchError,
+)
 from musiclm_jax.decoding import sampling
+from musiclm_jax.jobs import stage_lm as stage_lm_job
 from musiclm_jax.layers.config import TransformerConfig
-from musiclm_jax.models.stage_lm import SamplingConfig, StageLM
+from musiclm_jax.models.stage_lm import SamplingConfig, StageLM, load_stage_lm
 
 TOKENS = stages.TokenSpec.tiny()
 # semantic: 4 inputs + 16 targets; coarse: 8 inputs + 16 targets alternating two id ranges.
@@ -267,3 +275,27 @@ def test_every_real_input_token_conditions_the_targets_when_inputs_are_padded():
   changed = _batch(layout, changed_inputs, _targets(stage))
   score = jax.jit(model.score_batch)
   assert np.abs(np.asarray(score(params, changed)) - np.asarray(score(params, batch))).max() > 1e-4
+
+
+# load_stage_lm: a stage LM job's checkpoint back as (model, params, step).
+
+
+def test_load_stage_lm_rebuilds_the_model_from_its_checkpoint(tmp_path):
+  model, params = _model("coarse"), _params("coarse")
+  state = {"step": jnp.int32(4), "params": params, "opt_state": optax.adam(1e-3).init(params)}
+  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
+  metadata = stage_lm_job.model_metadata(model)
+  with Checkpointer(tmp_path / CHECKPOINT_SUBDIR, config, metadata=metadata) as checkpointer:
+    checkpointer.save(4, state, {"data_batches": 4}, force=True)
+  loaded, loaded_params, step = load_stage_lm(str(tmp_path))
+  assert (loaded.config, loaded.layout, step) == (CONFIG, LAYOUTS["coarse"], 4)
+  jax.tree.map(np.testing.assert_array_equal, loaded_params, jax.device_get(params))
+
+
+def test_load_stage_lm_refuses_another_models_checkpoint(tmp_path):
+  directory = tmp_path / CHECKPOINT_SUBDIR
+  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
+  with Checkpointer(directory, config, metadata={"model": "soundstream"}) as checkpointer:
+    checkpointer.save(1, {"params": {"w": jnp.zeros(3)}}, {}, force=True)
+  with pytest.raises(CheckpointMismatchError, match=f"{directory} .*not a stage LM"):
+    load_stage_lm(str(tmp_path))

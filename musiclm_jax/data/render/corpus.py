@@ -36,6 +36,7 @@ import numpy as np
 from musiclm_jax.data.render import scores as scores_lib
 from musiclm_jax.data.render import synth
 from musiclm_jax.data.render.plan import ClipPlan, plan_score
+from musiclm_jax.runtime.atomic import atomic_write_bytes
 
 CSV_NAME = "musiccaps.csv"
 AUDIO_SUBDIR = "audio"
@@ -161,9 +162,9 @@ def _render_or_reuse(plan: ClipPlan, settings: _Settings) -> tuple[str, str, str
       soundfont=settings.soundfont,
     )
     audio = synth.finish(audio, settings.sample_rate)
-    synth.write_atomic(wav_path, synth.wav_bytes(audio, settings.sample_rate))
+    atomic_write_bytes(wav_path, synth.wav_bytes(audio, settings.sample_rate))
     # The MIDI file goes last: its presence marks the clip complete for a rerun.
-    synth.write_atomic(mid_path, mid)
+    atomic_write_bytes(mid_path, mid)
     return plan.ytid, "rendered", None
   except Exception as e:  # one bad clip is counted in the report, not fatal to the run
     return plan.ytid, "failed", f"{type(e).__name__}: {e}"
@@ -318,7 +319,7 @@ def _preflight(soundfont: str | None) -> str:
 
 
 def _remove_stale_temporaries(audio_dir: str) -> None:
-  """Deletes temporary files a killed run left behind (see `synth.write_atomic`)."""
+  """Deletes temporary files a killed run left behind (see `runtime.atomic`)."""
   for path in glob.glob(os.path.join(audio_dir, ".*.tmp")):
     os.remove(path)
 
@@ -460,7 +461,7 @@ def _finish(
   """Writes the CSV, spectrograms and report; returns the summary."""
   listed = [c for c in sel.clips if outcomes[c.ytid][0] != "failed"]
   csv_path = os.path.join(out_dir, CSV_NAME)
-  synth.write_atomic(csv_path, _csv_text(listed, settings.clip_seconds).encode("utf-8"))
+  atomic_write_bytes(csv_path, _csv_text(listed, settings.clip_seconds).encode("utf-8"))
   if spectrograms and listed:
     _write_spectrograms(out_dir, listed, settings.sample_rate)
   summary = RenderSummary(
@@ -484,5 +485,5 @@ def _finish(
     clip_seconds=settings.clip_seconds,
     **extra,
   )
-  synth.write_atomic(summary.report_path, json.dumps(report, indent=2).encode("utf-8"))
+  atomic_write_bytes(summary.report_path, json.dumps(report, indent=2).encode("utf-8"))
   return summary

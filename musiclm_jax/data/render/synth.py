@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import tempfile
 import wave
 from collections.abc import Sequence
 
@@ -187,20 +186,6 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     w.setframerate(sample_rate)
     w.writeframes(pcm.tobytes())
   return buf.getvalue()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
-  directory, name = os.path.split(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def midi_bytes(

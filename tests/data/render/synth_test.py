@@ -52,20 +52,6 @@ def test_wav_bytes_round_trip():
   np.testing.assert_allclose(pcm, audio, atol=1e-4)
 
 
-def test_write_atomic_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
-  path = tmp_path / "clip.wav"
-  synth.write_atomic(str(path), b"old")
-
-  def boom(src, dst):
-    raise KeyboardInterrupt  # as if killed between writing and renaming
-
-  monkeypatch.setattr(os, "replace", boom)
-  with pytest.raises(KeyboardInterrupt):
-    synth.write_atomic(str(path), b"new")
-  assert path.read_bytes() == b"old"
-  assert os.listdir(tmp_path) == ["clip.wav"]
-
-
 def test_midi_bytes_round_trip():
   data = synth.midi_bytes(SCALE * 2, (40, 42), 96.0, "label")
   pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
