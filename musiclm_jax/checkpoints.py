@@ -12,6 +12,11 @@ complete (on object stores it writes a commit file instead), so a step cut off m
 listed. Restoring checks the saved tree and metadata against what the caller expects before any
 array is read, so a checkpoint of another model or size fails with a message, not deep in
 tensorstore.
+
+Loaders of trained models read through `restore_trained` (the saved metadata, chosen subtrees
+such as the params, and the step; no optimizer or trainer is rebuilt), and callers that only
+need to know which checkpoint a directory holds use `read_saved_step` (no arrays are read).
+Neither creates nor changes anything in the directory.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jax
@@ -31,6 +36,9 @@ from absl import logging
 
 PyTree = Any
 _T = TypeVar("_T")
+
+# Where a job keeps its step directories inside its model dir (every job and loader agrees).
+CHECKPOINT_SUBDIR = "checkpoints"
 
 _STATE = "state"
 _EXTRA = "extra"
@@ -149,6 +157,23 @@ def _first_words(error: Exception, limit: int = 300) -> str:
   return text if len(text) <= limit else text[:limit] + " ..."
 
 
+def _saved_subtree(saved_tree: PyTree, path: tuple[str, ...]) -> PyTree | None:
+  """The subtree of the saved tree metadata at `path` (dict keys), or None if it is absent."""
+  node = saved_tree
+  for key in path:
+    if not isinstance(node, Mapping) or key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def _nest(path: tuple[str, ...], value: PyTree, into: dict[str, Any]) -> None:
+  """Puts `value` at `path` of the nested dict `into`, creating the dicts on the way."""
+  for key in path[:-1]:
+    into = into.setdefault(key, {})
+  into[path[-1]] = value
+
+
 def _listing(lines: list[str]) -> str:
   shown = lines[:_MAX_LISTED]
   if len(lines) > _MAX_LISTED:
@@ -181,8 +206,9 @@ class Checkpointer:
     config: CheckpointConfig,
     *,
     metadata: Mapping[str, Any] | None = None,
+    read_only: bool = False,
   ):
-    """Opens (creating if absent) the directory that holds the step directories.
+    """Opens (creating if absent, unless `read_only`) the directory that holds the step directories.
 
     Args:
       directory: root of the step directories.
@@ -190,22 +216,32 @@ class Checkpointer:
       metadata: JSON-able identity of what is saved (e.g. {'model': 'semantic',
         'config_fingerprint': ...}); written with every step, and each of its keys must match
         on restore (keys only in the checkpoint are not checked).
+      read_only: only list and restore: nothing is created, saved or deleted, and no SIGTERM
+        handler is installed (see `Checkpointer.reader`).
     """
     self.directory = os.path.abspath(os.fspath(directory))  # orbax refuses relative paths
     self.config = config
+    self.read_only = read_only
     self._metadata = None if metadata is None else _to_json(metadata, "metadata")
     self._preempted = False
     self._pending_step: int | None = None
     self._sigterm_installed = False
     self._previous_sigterm_handler: Any = signal.SIG_DFL
     self._manager = ocp.CheckpointManager(
-      self.directory, options=self._manager_options(config), handler_registry=self._registry()
+      self.directory,
+      options=self._manager_options(config, read_only),
+      handler_registry=self._registry(),
     )
-    if config.save_on_sigterm:
+    if config.save_on_sigterm and not read_only:
       self._install_sigterm_handler()
 
+  @classmethod
+  def reader(cls, directory: str | os.PathLike, **kwargs: Any) -> Checkpointer:
+    """A read-only Checkpointer of `directory` (kwargs: `metadata` to check on restore)."""
+    return cls(directory, CheckpointConfig(save_on_sigterm=False), read_only=True, **kwargs)
+
   @staticmethod
-  def _manager_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
+  def _manager_options(config: CheckpointConfig, read_only: bool) -> ocp.CheckpointManagerOptions:
     policies = ocp.checkpoint_managers
     return ocp.CheckpointManagerOptions(
       # No InitialSavePolicy: a fresh run saves at the interval, not at whatever step comes first.
@@ -221,17 +257,24 @@ class Checkpointer:
       # to the same directory while an evaluator opens it. A stale temporary directory is
       # never listed, and orbax replaces it when that step is saved again.
       cleanup_tmp_directories=False,
+      # Not orbax's read_only (it warns on every open): a reader only lists and restores, never
+      # creates the directory, and `save` refuses.
+      create=not read_only,
     )
 
   @staticmethod
   def _registry() -> ocp.handlers.CheckpointHandlerRegistry:
-    return ocp.handlers.create_default_handler_registry(
+    registry = ocp.handlers.create_default_handler_registry(
       **{
         _STATE: ocp.StandardCheckpointHandler(),
         _EXTRA: ocp.JsonCheckpointHandler(),
         _METADATA: ocp.JsonCheckpointHandler(),
       }
     )
+    # StandardRestore reads the whole saved tree; partial restores (chosen subtrees) go through
+    # the PyTree handler that StandardCheckpointHandler wraps, so the on-disk format is the same.
+    registry.add(_STATE, ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
+    return registry
 
   # Preemption.
 
@@ -314,6 +357,8 @@ class Checkpointer:
     Returns:
       Whether a save was started (False if not due, or if `step` is already saved).
     """
+    if self.read_only:
+      raise ValueError(f"Checkpointer of {self.directory} is read-only; it does not save.")
     step = int(step)
     if not force and not self.should_save(step):
       return False
@@ -373,20 +418,67 @@ class Checkpointer:
       step: step to read; None for the latest complete one.
       sharding: where every array goes (default: the first local device).
     """
+    return self.restore_subtrees([("params",)], step, sharding)["params"]
+
+  def restore_subtrees(
+    self,
+    paths: Sequence[tuple[str, ...]],
+    step: int | None = None,
+    sharding: jax.sharding.Sharding | None = None,
+  ) -> dict[str, Any]:
+    """Only the chosen subtrees of a saved train state, e.g. [("params", "generator")].
+
+    The saved tree's own shapes describe what to read, and orbax reads only those arrays (a
+    partial restore): a loader neither rebuilds the optimizer nor reads its state.
+
+    Args:
+      paths: dict-key paths into the saved state, each naming a subtree to restore.
+      step: step to read; None for the latest complete one.
+      sharding: where every array goes (default: the first local device).
+
+    Returns:
+      Nested dicts holding just those subtrees, e.g. {"params": {"generator": ...}}.
+
+    Raises:
+      FileNotFoundError: no complete checkpoint (or not `step`).
+      CheckpointMismatchError: the metadata differs from this Checkpointer's, or a path is not
+        in the saved state.
+    """
     self._manager.wait_until_finished()
     step = self._check_step(step)
     saved_metadata, _ = self._restore_json(step)
     self._check_metadata(step, saved_metadata)
-    saved_tree = self._read(step, lambda: self._manager.metadata(step).item_metadata[_STATE].tree)
-    if not isinstance(saved_tree, Mapping) or "params" not in saved_tree:
-      raise CheckpointMismatchError(f"Checkpoint step {step} in {self.directory} has no params.")
+    saved_tree = self._saved_tree(step)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), saved_tree
+    wanted: dict[str, Any] = {}
+    for path in paths:
+      subtree = _saved_subtree(saved_tree, tuple(path))
+      if not path or subtree is None:
+        raise CheckpointMismatchError(
+          f"Checkpoint step {step} in {self.directory} has no {'/'.join(path) or 'path'!r}; its "
+          f"state holds: {sorted(saved_tree) if isinstance(saved_tree, Mapping) else saved_tree}."
+        )
+      abstract = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), subtree
+      )
+      _nest(tuple(path), abstract, wanted)
+    args = ocp.args.PyTreeRestore(
+      item=wanted,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+      partial_restore=True,
     )
-    args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
-    restored = self._read(step, lambda: self._manager.restore(step, args=args))
-    return restored[_STATE]["params"]
+    composite = ocp.args.Composite(**{_STATE: args})
+    restored = self._read(step, lambda: self._manager.restore(step, args=composite))
+    return restored[_STATE]
+
+  def committed_ns(self, step: int | None = None) -> int | None:
+    """When orbax committed a step (default: the latest complete one), in ns since the epoch.
+
+    Tells two trainings apart that stopped at the same step with the same architecture.
+    """
+    self._manager.wait_until_finished()
+    step = self._check_step(step)
+    return self._read(step, lambda: self._manager.metadata(step).commit_timestamp_nsecs)
 
   def saved_metadata(self, step: int | None = None) -> dict[str, Any]:
     """The metadata a step (default: the latest complete one) was saved with.
@@ -442,8 +534,12 @@ class Checkpointer:
         "directory."
       )
 
+  def _saved_tree(self, step: int) -> PyTree:
+    """The saved state's tree metadata (shapes and dtypes; no array is read)."""
+    return self._read(step, lambda: self._manager.metadata(step).item_metadata[_STATE].tree)
+
   def _check_tree(self, step: int, abstract_state: PyTree) -> None:
-    saved_tree = self._read(step, lambda: self._manager.metadata(step).item_metadata[_STATE].tree)
+    saved_tree = self._saved_tree(step)
     differences = _tree_differences(_leaf_shapes(saved_tree), _leaf_shapes(abstract_state))
     if differences:
       raise CheckpointMismatchError(
@@ -471,3 +567,74 @@ class Checkpointer:
 
   def __exit__(self, *exc_info: Any) -> None:
     self.close()
+
+
+# Reading trained models.
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedStep:
+  """Which checkpoint a directory holds, read without any of its arrays.
+
+  Attributes:
+    directory: the absolute checkpoint directory.
+    step: the step read (the latest complete one unless asked for another).
+    metadata: the metadata it was saved with (model name, architecture, ...).
+    committed_ns: orbax's commit time of that step (ns since the epoch), or None if unrecorded.
+  """
+
+  directory: str
+  step: int
+  metadata: dict[str, Any]
+  committed_ns: int | None
+
+
+def read_saved_step(checkpoint_dir: str | os.PathLike, step: int | None = None) -> SavedStep:
+  """The step, metadata and commit time of a checkpoint (default: the latest complete step).
+
+  Raises:
+    FileNotFoundError: no complete checkpoint (or not `step`) in `checkpoint_dir`.
+  """
+  with Checkpointer.reader(checkpoint_dir) as reader:
+    metadata = reader.saved_metadata(step)
+    step = reader.latest_step() if step is None else int(step)
+    return SavedStep(reader.directory, step, metadata, reader.committed_ns(step))
+
+
+def restore_trained(
+  checkpoint_dir: str | os.PathLike,
+  model_names: str | Collection[str],
+  what: str,
+  *,
+  subtrees: Sequence[tuple[str, ...]] = (("params",),),
+  step: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+  """(saved metadata, the chosen subtrees on the host, step) of a trained model's checkpoint.
+
+  The loaders of trained models share this: the architecture comes from the metadata, and only
+  the arrays a loader needs are read (by default the params), whatever optimizer state was saved
+  with them.
+
+  Args:
+    checkpoint_dir: the directory of step directories (`<model_dir>/checkpoints`).
+    model_names: the saved metadata's "model" a loader accepts (one name or several).
+    what: the expected model in words, for the error ("a SoundStream codec").
+    subtrees: dict-key paths into the saved state, e.g. (("params", "generator"),
+      ("model_state",)); the result nests them the same way.
+    step: step to read; None for the latest complete one.
+
+  Raises:
+    FileNotFoundError: no complete checkpoint (or not `step`).
+    CheckpointMismatchError: the checkpoint holds another model (named `what` in the message),
+      or lacks a requested subtree.
+  """
+  names = (model_names,) if isinstance(model_names, str) else tuple(model_names)
+  with Checkpointer.reader(checkpoint_dir) as reader:
+    metadata = reader.saved_metadata(step)
+    step = reader.latest_step() if step is None else int(step)
+    if metadata.get("model") not in names:
+      raise CheckpointMismatchError(
+        f"{checkpoint_dir} holds a {metadata.get('model')!r} checkpoint, not {what}."
+      )
+    tree = reader.restore_subtrees(subtrees, step)
+  return metadata, jax.device_get(tree), step

@@ -22,7 +22,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from musiclm_jax import axes
+from musiclm_jax import axes, checkpoints
 from musiclm_jax.checkpoints import (
   CheckpointConfig,
   CheckpointCorruptedError,
@@ -416,3 +416,52 @@ def test_no_sigterm_handler_when_disabled(tmp_path):
   with Checkpointer(tmp_path, _config(save_on_sigterm=False)) as ckpt:
     assert signal.getsignal(signal.SIGTERM) == before
     assert not ckpt.preempted
+
+
+# Reading trained models (loaders).
+
+
+def test_restore_subtrees_reads_only_the_requested_subtrees(tmp_path, mesh8):
+  """A loader asks for the params' kernel and the rng: no optimizer state comes back."""
+  state = _train_state(mesh8, seed=4)
+  with Checkpointer(tmp_path, _config(async_save=False), metadata=META) as ckpt:
+    ckpt.save(2, state, {})
+  with Checkpointer.reader(tmp_path) as reader:
+    restored = reader.restore_subtrees([("params", "kernel"), ("rng",)])
+  assert set(restored) == {"params", "rng"} and set(restored["params"]) == {"kernel"}
+  _assert_trees_equal(restored, {"params": {"kernel": state.params["kernel"]}, "rng": state.rng})
+  with Checkpointer.reader(tmp_path) as reader:
+    with pytest.raises(CheckpointMismatchError, match="has no 'params/scale'.*'opt_state'"):
+      reader.restore_subtrees([("params", "scale")])
+
+
+def test_restore_trained_checks_the_model_and_names_the_directory(tmp_path, mesh8):
+  state = _train_state(mesh8, seed=6)
+  with Checkpointer(tmp_path, _config(async_save=False), metadata=META) as ckpt:
+    ckpt.save(9, state, {})
+  metadata, tree, step = checkpoints.restore_trained(tmp_path, ("coarse", "semantic"), "an LM")
+  assert (metadata, step) == (META, 9)
+  _assert_trees_equal(tree, {"params": state.params})
+  assert all(isinstance(leaf, np.ndarray) for leaf in jax.tree.leaves(tree))  # on the host
+  with pytest.raises(CheckpointMismatchError, match=f"{tmp_path} holds a 'semantic' .*not a codec"):
+    checkpoints.restore_trained(tmp_path, "soundstream", "a codec")
+
+
+def test_read_saved_step_reads_no_arrays_and_creates_nothing(tmp_path, mesh8):
+  state = _train_state(mesh8)
+  with Checkpointer(tmp_path, _config(async_save=False), metadata=META) as ckpt:
+    ckpt.save(3, state, {})
+    ckpt.save(5, state, {})
+  saved = checkpoints.read_saved_step(tmp_path)
+  assert (saved.directory, saved.step, saved.metadata) == (str(tmp_path), 5, META)
+  assert saved.committed_ns > checkpoints.read_saved_step(tmp_path, step=3).committed_ns > 0
+  with pytest.raises(FileNotFoundError, match="No complete checkpoint in .*absent"):
+    checkpoints.read_saved_step(tmp_path / "absent")
+  assert not (tmp_path / "absent").exists()
+
+
+def test_a_reader_does_not_save(tmp_path, mesh8):
+  with Checkpointer.reader(tmp_path) as reader:
+    with pytest.raises(ValueError, match="read-only"):
+      reader.save(1, _train_state(mesh8), {}, force=True)
+  assert not list(tmp_path.iterdir())

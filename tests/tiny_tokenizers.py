@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import jax
 
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.checkpoints import CHECKPOINT_SUBDIR, CheckpointConfig, Checkpointer
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.jobs import mulan as mulan_train_job
@@ -30,11 +30,9 @@ from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers import kmeans
-from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.rvq import RVQConfig
-from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
-from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.training.optimizers import OptimizerConfig
+from tests.size_configs import size_config
 
 BATCH = 4
 # The MuLan RVQ is k-means-initialised on its first batch: with fewer vectors than codes, level 1
@@ -54,7 +52,7 @@ class TinyTokenizerDirs:
   """Where the tokenizer pieces are, in the layout their loaders read.
 
   Attributes:
-    codec_dir: SoundStream model dir (`codec_train_job.load_codec`).
+    codec_dir: SoundStream model dir (`tokenizers.soundstream.codec.load_codec`).
     w2v_bert_dir: w2v-BERT model dir; with kmeans_dir, `load_semantic_tokenizer`.
     kmeans_dir: the semantic k-means (`semantic_kmeans_job.fit_semantic_kmeans` output).
     mulan_dir: MuLan model dir; with mulan_quantizer_dir, `load_mulan_tokenizer`.
@@ -155,9 +153,9 @@ def _train_codec(
   partitioner: Partitioner,
 ) -> None:
   """SoundStream (tiny) with a `levels` × `codebook_size` RVQ; no eval, no audio summaries."""
-  if _finished(os.path.join(model_dir, codec_train_job.CHECKPOINT_SUBDIR), steps):
+  if _finished(os.path.join(model_dir, CHECKPOINT_SUBDIR), steps):
     return
-  config = SoundStreamConfig.tiny()
+  config = size_config("soundstream", "tiny")
   rvq = dataclasses.replace(config.rvq, num_levels=levels, codebook_size=codebook_size)
   codec_train_job.train_codec(
     model=SoundStreamGAN(dataclasses.replace(config, rvq=rvq), crop_samples=CODEC_CROP),
@@ -183,9 +181,9 @@ def _train_semantic(
   partitioner: Partitioner,
 ) -> None:
   """w2v-BERT (tiny), then a `clusters`-means fit on just enough of its embeddings."""
-  if not _finished(os.path.join(dirs.w2v_bert_dir, w2v_bert_train_job.CHECKPOINT_SUBDIR), steps):
+  if not _finished(os.path.join(dirs.w2v_bert_dir, CHECKPOINT_SUBDIR), steps):
     w2v_bert_train_job.train_w2v_bert(
-      model=W2VBertModel(W2VBertConfig.tiny(), crop_samples=W2V_BERT_CROP),
+      model=W2VBertModel(size_config("w2v_bert", "tiny"), crop_samples=W2V_BERT_CROP),
       source=source,
       model_dir=dirs.w2v_bert_dir,
       num_steps=steps,
@@ -198,7 +196,7 @@ def _train_semantic(
     )
   if os.path.isfile(os.path.join(dirs.kmeans_dir, KMEANS_FILE)):
     return
-  vectors_per_batch = BATCH * W2V_BERT_CROP // W2VBertConfig.tiny().samples_per_frame
+  vectors_per_batch = BATCH * W2V_BERT_CROP // size_config("w2v_bert", "tiny").samples_per_frame
   max_batches = -(-clusters // vectors_per_batch)  # k-means++ needs at least `clusters` vectors
   semantic_kmeans_job.fit_semantic_kmeans(
     w2v_bert_dir=dirs.w2v_bert_dir,
@@ -223,8 +221,8 @@ def _train_mulan(
   partitioner: Partitioner,
 ) -> None:
   """MuLan (tiny, WordPiece vocabulary from the captions), then its `levels` × `codebook_size` RVQ."""
-  config = MuLanConfig.tiny()
-  if not _finished(os.path.join(dirs.mulan_dir, mulan_train_job.CHECKPOINT_SUBDIR), steps):
+  config = size_config("mulan", "tiny")
+  if not _finished(os.path.join(dirs.mulan_dir, CHECKPOINT_SUBDIR), steps):
     mulan_train_job.train_mulan(
       model=MuLanModel(config),
       source=source,

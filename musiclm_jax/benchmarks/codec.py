@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax.benchmarks import timing
-from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.training.gan_trainer import make_gan_trainer
 from musiclm_jax.training.optimizers import OptimizerConfig
 
 
@@ -119,7 +119,7 @@ def bench_codec_train(
   start = repeats + 1  # steps 0 .. start - 1 reconstruct only; one of each phase warms up
   model = SoundStreamGAN(config, CodecLossConfig(adversarial_start_step=start), crop)
   optimizer = OptimizerConfig(schedule="constant", warmup_steps=0)
-  trainer = codec_train_job.make_trainer(model, partitioner, batch_size, optimizer, optimizer)
+  trainer = make_gan_trainer(model, partitioner, batch_size, optimizer, optimizer)
   state = trainer.init_state(seed)
   audio = jax.random.uniform(jax.random.key(seed), (batch_size, crop), jnp.float32, -0.5, 0.5)
   batch = {"audio": np.asarray(audio)}

@@ -4,8 +4,9 @@ A `TokenizerBundleConfig` names the checkpoints (SoundStream; w2v-BERT + its k-m
 its RVQ). `load_bundle` loads them once per process; `TokenizerBundle.tokenize` turns a batch of
 equal-length clips into
 
-  acoustic  int32 [batch, samples // 480, acoustic_levels]   (SoundStream, 50 Hz)
-  semantic  int32 [batch, samples // 960]                    (w2v-BERT layer + k-means, 25 Hz)
+  acoustic  int32 [batch, samples // hop, acoustic_levels]   (SoundStream; paper hop 480: 50 Hz)
+  semantic  int32 [batch, samples // frame]                  (w2v-BERT layer + k-means; paper
+                                                              frame 960: 25 Hz)
   mulan     int32 [batch, mulan_levels]                      (MuLan clip embedding over 10 s
                                                               windows with 1 s hop, then RVQ)
 
@@ -22,17 +23,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 from typing import Any
 
 import numpy as np
 
+from musiclm_jax import checkpoints
+from musiclm_jax.checkpoints import CHECKPOINT_SUBDIR
 from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, TokenSpec
 
-ORBAX_COMMIT_FILE = "_CHECKPOINT_METADATA"
 KMEANS_FILE = "kmeans.npz"
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,41 +78,21 @@ class CacheMismatchError(ValueError):
   """A token cache was made by other tokenizers (or another token spec) than a run names."""
 
 
-def _latest_step(checkpoint_dir: str) -> int:
-  steps = [
-    int(name)
-    for name in (os.listdir(checkpoint_dir) if os.path.isdir(checkpoint_dir) else [])
-    if name.isdigit() and os.path.exists(os.path.join(checkpoint_dir, name, ORBAX_COMMIT_FILE))
-  ]
-  if not steps:
-    raise FileNotFoundError(f"{checkpoint_dir} holds no complete checkpoint.")
-  return max(steps)
-
-
-def _saved_metadata(checkpoint_dir: str) -> dict[str, Any]:
-  """The metadata JSON our `Checkpointer` saved with the latest complete step ({} if none)."""
-  path = os.path.join(checkpoint_dir, str(_latest_step(checkpoint_dir)), "metadata", "metadata")
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
 def checkpoint_identity(checkpoint_dir: str) -> dict[str, Any]:
-  """{'dir', 'step', 'model', 'committed_ns'} of the latest complete orbax step in a directory.
+  """{'dir', 'step', 'model', 'committed_ns'} of the latest complete step in a directory.
 
   `committed_ns` (orbax's commit time of that step) tells two trainings apart even when they
   stopped at the same step with the same architecture.
+
+  Raises:
+    FileNotFoundError: no complete checkpoint in `checkpoint_dir`.
   """
-  step = _latest_step(checkpoint_dir)
-  step_dir = os.path.join(checkpoint_dir, str(step))
-  with open(os.path.join(step_dir, ORBAX_COMMIT_FILE)) as f:
-    committed_ns = json.load(f).get("commit_timestamp_nsecs")
+  saved = checkpoints.read_saved_step(checkpoint_dir)
   return {
-    "dir": os.path.abspath(checkpoint_dir),
-    "step": step,
-    "model": _saved_metadata(checkpoint_dir).get("model"),
-    "committed_ns": committed_ns,
+    "dir": saved.directory,
+    "step": saved.step,
+    "model": saved.metadata.get("model"),
+    "committed_ns": saved.committed_ns,
   }
 
 
@@ -149,13 +129,14 @@ def bundle_token_spec(config: TokenizerBundleConfig, num_coarse_levels: int) -> 
   from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
   from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 
-  codec_meta = _saved_metadata(os.path.join(config.codec_dir, CHECKPOINT_SUBDIR))
+  codec_dir = os.path.join(config.codec_dir, CHECKPOINT_SUBDIR)
+  codec_meta = checkpoints.read_saved_step(codec_dir).metadata
   if "architecture" not in codec_meta:
     raise CacheMismatchError(f"{config.codec_dir} holds no SoundStream checkpoint metadata.")
   codec = architecture.from_json(SoundStreamConfig, codec_meta["architecture"])
   fitted = kmeans.KMeansModel.load(config.kmeans_dir)
   w2v_bert = architecture.from_json(W2VBertConfig, fitted.metadata["w2v_bert_architecture"])
-  quantizer = _saved_metadata(config.mulan_quantizer_dir).get("rvq")
+  quantizer = checkpoints.read_saved_step(config.mulan_quantizer_dir).metadata.get("rvq")
   if quantizer is None:
     raise CacheMismatchError(f"{config.mulan_quantizer_dir} holds no MuLan quantizer metadata.")
   return TokenSpec(
@@ -250,9 +231,10 @@ class TokenizerBundle:
         `samples_per_semantic_frame`, finite.
 
     Returns:
-      {'acoustic': int32 [batch, 2F, acoustic_levels], 'semantic': int32 [batch, F],
+      {'acoustic': int32 [batch, R·F, acoustic_levels], 'semantic': int32 [batch, F],
        'mulan': int32 [batch, mulan_levels]} with F = samples // samples_per_semantic_frame
-      (2 = SoundStream frames per semantic frame at the paper's rates).
+      and R = SoundStream frames per semantic frame (`token_spec(...).acoustic_frames_per_semantic`,
+      2 at the paper's rates).
     """
     audio = np.asarray(audio, np.float32)
     frame = self.samples_per_semantic_frame
@@ -280,13 +262,13 @@ def _pad_rows(audio: np.ndarray, rows: int) -> np.ndarray:
 def load_bundle(config: TokenizerBundleConfig) -> TokenizerBundle:
   """Loads the tokenizers of `config` (once per process; later calls return the same bundle)."""
   # Imported here: registering tasks must not pull in every model (or load weights).
-  from musiclm_jax.jobs import codec as codec_train_job
-  from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
-  from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
+  from musiclm_jax.tokenizers.mulan.tokens import load_mulan_tokenizer
+  from musiclm_jax.tokenizers.soundstream.codec import load_codec
+  from musiclm_jax.tokenizers.w2v_bert.semantic import load_semantic_tokenizer
 
   return TokenizerBundle(
     config,
-    codec=codec_train_job.load_codec(config.codec_dir),
-    semantic=semantic_kmeans_job.load_semantic_tokenizer(config.w2v_bert_dir, config.kmeans_dir),
-    mulan=mulan_quantizer_job.load_mulan_tokenizer(config.mulan_dir, config.mulan_quantizer_dir),
+    codec=load_codec(config.codec_dir),
+    semantic=load_semantic_tokenizer(config.w2v_bert_dir, config.kmeans_dir),
+    mulan=load_mulan_tokenizer(config.mulan_dir, config.mulan_quantizer_dir),
   )

@@ -10,6 +10,9 @@ Opus codes 48 kHz internally, so 24 kHz clips are resampled up with soxr, encode
 kHz (opusdec removes the encoder's pre-skip and trims to the original length using the final
 granule position), resampled back down and cut or zero-padded to exactly the input length.
 `opus_round_trip` at a high bitrate gives an SI-SNR of > 20 dB, which checks that alignment.
+
+`reconstruction_distances` and `latent_errors` are the two per-level curves that tell a codec's
+quantizer from its decoder when deeper levels stop helping (for reports and tests).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from musiclm_jax.data import audio_io
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.losses import mel_distance
+from musiclm_jax.tokenizers.soundstream.model import SoundStream
 
 OPUS_RATE = 48_000
 DEFAULT_OPUS_KBPS = (6.0, 12.0)
@@ -149,6 +153,53 @@ def score(
   return {"mel_distance": np.asarray(distance), "si_snr_db": si_snr(reconstructions, clips)}
 
 
+def reconstruction_distances(
+  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
+) -> dict[int, float]:
+  """Mean mel distance of encode → decode with each number of levels.
+
+  Args:
+    codec: a trained (or random) codec.
+    audio: [n, samples] float audio at `codec.sample_rate`.
+    levels: numbers of leading RVQ levels to decode with.
+  Returns:
+    {levels: mean mel distance} (lower is better).
+  """
+  codes = codec.encode(audio)
+  out = {}
+  for n in levels:
+    decoded = codec.decode(codes[..., :n])[:, : audio.shape[-1]]
+    out[n] = float(jnp.mean(mel_distance(decoded, jnp.asarray(audio), codec.sample_rate)))
+  return out
+
+
+def latent_errors(
+  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
+) -> dict[int, float]:
+  """RMS of encoder output minus its quantization with each number of levels.
+
+  Tells a quantizer that stopped refining (this grows flat in the levels) from a decoder that
+  does not use what deeper levels add (this falls, `reconstruction_distances` does not).
+
+  Args:
+    codec: a trained (or random) codec.
+    audio: [n, samples] float audio at `codec.sample_rate`.
+    levels: numbers of leading RVQ levels to quantize with.
+  Returns:
+    {levels: RMS latent error}.
+  """
+  model = SoundStream(codec.config)
+  latent = model.apply(codec.variables, jnp.asarray(audio), method=SoundStream.embed)
+  codes = codec.encode(audio)
+  out = {}
+  for n in levels:
+    quantized = model.apply(
+      codec.variables, codes[..., :n], method=lambda m, c: m.quantizer.decode(c)
+    )
+    out[n] = float(jnp.sqrt(jnp.mean(jnp.square(latent - quantized))))
+  return out
+
+
 def _row(system: str, kbps: float, metrics: dict[str, np.ndarray], **extra) -> dict:
   return {
     "system": system,
@@ -175,7 +226,7 @@ def compare_with_opus(
   """The quality table: the codec at each number of levels, then Opus at each bitrate.
 
   Args:
-    codec: the codec to judge (e.g. `codec_train_job.load_codec(model_dir)`).
+    codec: the codec to judge (e.g. `tokenizers.soundstream.codec.load_codec(model_dir)`).
     clips: [n, samples] held-out float audio at `codec.sample_rate`.
     levels: RVQ levels to decode with (default `default_levels(codec)`).
     opus_kbps: Opus bitrates in kbit/s.

@@ -28,8 +28,8 @@ from musiclm_jax.tokenizers.soundstream.config import (
 )
 from musiclm_jax.training import loop as train_loop
 from musiclm_jax.training import runner
-from musiclm_jax.training.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer, GanTrainState
-from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
+from musiclm_jax.training.gan_trainer import GENERATOR, GanTrainer, GanTrainState, make_gan_trainer
+from musiclm_jax.training.optimizers import OptimizerConfig
 
 
 def codec_metadata(model: SoundStreamGAN) -> dict[str, Any]:
@@ -44,24 +44,6 @@ def codec_metadata(model: SoundStreamGAN) -> dict[str, Any]:
 def config_from_metadata(saved: Mapping[str, Any]) -> SoundStreamConfig:
   """The SoundStreamConfig saved in a checkpoint's metadata."""
   return architecture.from_json(SoundStreamConfig, saved)
-
-
-def make_trainer(
-  model: SoundStreamGAN,
-  partitioner: Partitioner,
-  batch_size: int,
-  generator_optimizer: OptimizerConfig,
-  discriminator_optimizer: OptimizerConfig,
-) -> GanTrainer:
-  """The codec's GAN trainer: one optax optimizer (and schedule) per player."""
-  configs = {GENERATOR: generator_optimizer, DISCRIMINATOR: discriminator_optimizer}
-  return GanTrainer(
-    model,
-    {name: make_optimizer(c) for name, c in configs.items()},
-    partitioner,
-    batch_size=batch_size,
-    learning_rate_fns={name: make_schedule(c) for name, c in configs.items()},
-  )
 
 
 def evaluate_codec(
@@ -181,7 +163,7 @@ def train_codec(
       f"{model.config.sample_rate} Hz. Build the dataset at the codec's rate."
     )
   partitioner = partitioner or Partitioner()
-  trainer = make_trainer(
+  trainer = make_gan_trainer(
     model, partitioner, batch_size, generator_optimizer, discriminator_optimizer
   )
   summary_clips = _summary_clips(

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from musiclm_jax.models import contrastive
 from musiclm_jax.tokenizers.mulan import audio_tower
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
+from musiclm_jax.tokenizers.mulan.load import MODEL_NAME
 from musiclm_jax.tokenizers.mulan.model import MuLan
 
 PyTree = Any
@@ -44,7 +45,7 @@ class MuLanModel:
     module: the Flax `MuLan`.
   """
 
-  name = "mulan"
+  name = MODEL_NAME  # what load_mulan accepts
 
   def __init__(self, config: MuLanConfig, crop_samples: int | None = None):
     crop = config.audio.window_samples if crop_samples is None else int(crop_samples)

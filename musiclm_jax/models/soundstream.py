@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from musiclm_jax.tokenizers.rvq import QUANTIZER
-from musiclm_jax.tokenizers.soundstream import losses
+from musiclm_jax.tokenizers.soundstream import codec, losses
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.tokenizers.soundstream.discriminators import SoundStreamDiscriminator
 from musiclm_jax.tokenizers.soundstream.model import SoundStream
@@ -57,7 +57,7 @@ class SoundStreamGAN:
     crop_samples: training crop length (the shape of `zeros_batch`).
   """
 
-  name = "soundstream"
+  name = codec.MODEL_NAME  # what load_codec accepts
 
   def __init__(
     self,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from musiclm_jax.tokenizers.w2v_bert import frontend, losses, masking
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.tokenizers.w2v_bert.load import MODEL_NAME
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert, W2VBertOutput
 from musiclm_jax.tokenizers.w2v_bert.quantizer import gumbel_temperature
 
@@ -40,7 +41,7 @@ class W2VBertModel:
     module: the Flax `W2VBert`.
   """
 
-  name = "w2v_bert"
+  name = MODEL_NAME  # what load_w2v_bert accepts
 
   def __init__(self, config: W2VBertConfig, crop_samples: int = 24000):
     frontend.num_frames(crop_samples, config)  # fails early on crops shorter than a frame

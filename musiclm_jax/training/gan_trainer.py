@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from musiclm_jax.partitioning import Partitioner
+from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
 from musiclm_jax.training.trainer import all_finite
 
 PyTree = Any
@@ -214,3 +215,21 @@ class GanTrainer:
     """Batch-mean generator metrics (average across batches)."""
     with self.partitioner.activate():
       return self._eval_step(state, batch)
+
+
+def make_gan_trainer(
+  model: AdversarialModel,
+  partitioner: Partitioner,
+  batch_size: int,
+  generator_optimizer: OptimizerConfig,
+  discriminator_optimizer: OptimizerConfig,
+) -> GanTrainer:
+  """A GAN trainer with one optax optimizer (and learning-rate schedule) per player."""
+  configs = {GENERATOR: generator_optimizer, DISCRIMINATOR: discriminator_optimizer}
+  return GanTrainer(
+    model,
+    {name: make_optimizer(c) for name, c in configs.items()},
+    partitioner,
+    batch_size=batch_size,
+    learning_rate_fns={name: make_schedule(c) for name, c in configs.items()},
+  )

@@ -25,11 +25,10 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
+from musiclm_jax.checkpoints import CHECKPOINT_SUBDIR, CheckpointConfig, Checkpointer
 from musiclm_jax.training import loop
 
 PyTree = Any
-CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class Preempted(RuntimeError):

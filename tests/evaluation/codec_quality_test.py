@@ -21,8 +21,8 @@ from musiclm_jax.main import cli
 from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
-from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.training import optimizers
+from tests.size_configs import size_config
 
 SR = 24_000
 needs_opus = pytest.mark.skipif(
@@ -91,7 +91,7 @@ def test_opus_round_trip_is_aligned_and_better_at_higher_bitrates(clip):
 
 @needs_opus
 def test_comparison_rows_of_a_random_codec(clip):
-  codec = SoundStreamCodec.random_init(SoundStreamConfig.tiny())
+  codec = SoundStreamCodec.random_init(size_config("soundstream", "tiny"))
   clips = np.stack([clip[: SR // 2], clip[SR // 2 : SR]])
   rows = codec_quality.compare_with_opus(codec, clips)
   assert [(r["system"], r["levels"], r["kbps"]) for r in rows] == [
@@ -116,7 +116,7 @@ def test_bench_codec_quality_on_a_codec_trained_one_step(rendered, tmp_path, cap
   source = AudioSource("rendered_music/24khz", data_dir)
   model_dir = str(tmp_path / "codec")
   codec_train_job.train_codec(
-    model=SoundStreamGAN(SoundStreamConfig.tiny(), crop_samples=4800),
+    model=SoundStreamGAN(size_config("soundstream", "tiny"), crop_samples=4800),
     source=source,
     model_dir=model_dir,
     num_steps=1,

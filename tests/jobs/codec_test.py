@@ -11,15 +11,18 @@ import jax
 import numpy as np
 import pytest
 
-from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer, CheckpointMismatchError
+from musiclm_jax.checkpoints import CheckpointConfig
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.evaluation import codec_quality
 from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.tokenizers.soundstream.codec import load_codec
 from musiclm_jax.training import optimizers
+from musiclm_jax.training.gan_trainer import make_gan_trainer
+from tests.size_configs import size_config
 
 CROP = 480 * 10
 BATCH = 8
@@ -45,7 +48,9 @@ def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[
   )
   settings = dict(
     model=SoundStreamGAN(
-      SoundStreamConfig.tiny(), CodecLossConfig(adversarial_start_step=2), crop_samples=CROP
+      size_config("soundstream", "tiny"),
+      CodecLossConfig(adversarial_start_step=2),
+      crop_samples=CROP,
     ),
     source=source,
     model_dir=str(model_dir),
@@ -66,7 +71,7 @@ def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[
 
 
 def _final_state(model_dir) -> dict:
-  codec = codec_train_job.load_codec(str(model_dir))
+  codec = load_codec(str(model_dir))
   return jax.device_get(codec.variables)
 
 
@@ -98,27 +103,13 @@ def test_audio_summaries_and_scalars_reach_tensorboard(source, tmp_path):
   assert audio_event.step == 2
 
 
-def test_load_codec_refuses_another_models_checkpoint(tmp_path):
-  directory = tmp_path / "semantic" / codec_train_job.CHECKPOINT_SUBDIR
-  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
-  with Checkpointer(directory, config, metadata={"model": "semantic_tiny"}) as checkpointer:
-    checkpointer.save(1, {"w": jax.numpy.zeros(3)}, {}, force=True)
-  with pytest.raises(CheckpointMismatchError, match="not a SoundStream codec"):
-    codec_train_job.load_codec(str(tmp_path / "semantic"))
-
-
-def test_load_codec_without_checkpoint_says_so(tmp_path):
-  with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
-    codec_train_job.load_codec(str(tmp_path))
-
-
 def test_dataset_at_another_rate_is_refused_before_training(tmp_path):
   with pytest.raises(ValueError, match="16000 Hz audio; the codec expects 24000 Hz"):
     _train(AudioSource("rendered_music/16khz", str(tmp_path), 16_000), tmp_path / "run", 2)
 
 
 def test_metadata_round_trips_the_architecture():
-  config = SoundStreamConfig.tiny()
+  config = size_config("soundstream", "tiny")
   metadata = json.loads(json.dumps(codec_train_job.codec_metadata(SoundStreamGAN(config))))
   assert codec_train_job.config_from_metadata(metadata["architecture"]) == config
 
@@ -156,7 +147,7 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
   more steps than a CPU test has (issue 4; BENCHMARKS.md has the longer runs). Measured here:
   start 3.13; train clips 0.89 (1 level) → 0.71 (4) → 0.70 (12); held out 1.28 (1) and 1.32 (12);
   latent RMS error 0.72 → 0.40 → 0.25."""
-  config = SoundStreamConfig.tiny()
+  config = size_config("soundstream", "tiny")
   config = dataclasses.replace(
     config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)
   )
@@ -167,7 +158,7 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
     learning_rate=3e-3, schedule="constant", warmup_steps=0, b1=0.5, b2=0.9, weight_decay=0.0
   )
   single = Partitioner(MeshConfig(num_devices=1, ici_data=1))
-  trainer = codec_train_job.make_trainer(model, single, BATCH, adam, adam)
+  trainer = make_gan_trainer(model, single, BATCH, adam, adam)
   start = codec_train_job.evaluate_codec(trainer, trainer.init_state(0), few_clips, "eval", 1, 0)
   final = _train(
     few_clips, tmp_path / "run", 400, model=model, generator_optimizer=adam, log_every_steps=100
@@ -176,11 +167,11 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
   assert final["eval/mel_distance_all_levels"] < 0.6 * start_distance, (start, final)
   assert final["eval/mel_distance_all_levels"] < 0.5 * final["eval/mel_distance_silence"]
 
-  codec = codec_train_job.load_codec(str(tmp_path / "run"))
+  codec = load_codec(str(tmp_path / "run"))
   learned = _clips(few_clips, "train", BATCH)
-  distances = codec_train_job.reconstruction_distances(codec, learned, (1, 4, 12))
-  held_out = codec_train_job.reconstruction_distances(codec, _clips(few_clips, "eval", 2), (1, 12))
-  errors = codec_train_job.latent_errors(codec, learned, (1, 4, 12))
+  distances = codec_quality.reconstruction_distances(codec, learned, (1, 4, 12))
+  held_out = codec_quality.reconstruction_distances(codec, _clips(few_clips, "eval", 2), (1, 12))
+  errors = codec_quality.latent_errors(codec, learned, (1, 4, 12))
   print(f"mel distance: start {start_distance:.3f}; after 400 steps by levels {distances} on the")
   print(f"train clips, {held_out} held out; latent RMS error by levels {errors}")
   assert distances[12] < 0.9 * distances[1] and distances[4] < distances[1], distances

@@ -17,9 +17,11 @@ from musiclm_jax.jobs import mulan as mulan_train_job
 from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.mulan.config import MuLanConfig
+from musiclm_jax.tokenizers.mulan.load import load_mulan
+from musiclm_jax.tokenizers.mulan.tokens import load_mulan_tokenizer
 from musiclm_jax.tokenizers.rvq import RVQConfig
 from musiclm_jax.training import optimizers
+from tests.size_configs import size_config
 
 CLIP_SECONDS = 4.0
 # One device: 8 fake CPU devices on 2 cores only add overhead; the global-batch loss on a sharded
@@ -50,7 +52,7 @@ def source(tmp_path_factory) -> AudioSource:
 
 def _train(source, model_dir, num_steps, batch_size=32, **overrides) -> dict[str, float]:
   settings = dict(
-    model=MuLanModel(MuLanConfig.tiny()),
+    model=MuLanModel(size_config("mulan", "tiny")),
     source=source,
     model_dir=str(model_dir),
     num_steps=num_steps,
@@ -72,8 +74,8 @@ def test_resumed_run_equals_uninterrupted_run(source, tmp_path):
   _train(source, tmp_path / "straight", 4, batch_size=8, log_every_steps=2)
   _train(source, tmp_path / "resumed", 2, batch_size=8, log_every_steps=2)
   _train(source, tmp_path / "resumed", 4, batch_size=8, log_every_steps=2)
-  straight = mulan_train_job.load_mulan(str(tmp_path / "straight"))
-  resumed = mulan_train_job.load_mulan(str(tmp_path / "resumed"))
+  straight = load_mulan(str(tmp_path / "straight"))
+  resumed = load_mulan(str(tmp_path / "resumed"))
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
     straight.params,
@@ -103,7 +105,7 @@ def test_mulan_retrieves_held_out_music_and_its_tokens_swap(source, tmp_path):
     checkpoint=CheckpointConfig(save_interval_steps=30, **NO_SIGTERM),
     log_every_steps=30,
   )
-  tokenizer = mulan_quantizer_job.load_mulan_tokenizer(str(tmp_path / "mulan"), str(quantizer_dir))
+  tokenizer = load_mulan_tokenizer(str(tmp_path / "mulan"), str(quantizer_dir))
   audio, captions = mulan_train_job.held_out_pairs(source, "eval", int(CLIP_SECONDS * 24_000))
   audio_tokens, text_tokens = tokenizer.audio_tokens(audio), tokenizer.text_tokens(captions)
   assert audio_tokens.shape == (len(captions), 4) and audio_tokens.max() < 8
@@ -121,7 +123,7 @@ def test_quantizer_of_another_mulan_is_refused(tmp_path):
   with Checkpointer(tmp_path / "rvq", config, metadata={"model": "w2v_bert"}) as checkpointer:
     checkpointer.save(1, {"w": jax.numpy.zeros(3)}, {}, force=True)
   with pytest.raises((CheckpointMismatchError, FileNotFoundError)):
-    mulan_quantizer_job.load_mulan_tokenizer(str(tmp_path / "no_mulan"), str(tmp_path / "rvq"))
+    load_mulan_tokenizer(str(tmp_path / "no_mulan"), str(tmp_path / "rvq"))
 
 
 def test_dataset_at_another_rate_is_refused(tmp_path):
@@ -144,8 +146,8 @@ def test_pretrained_text_tower_starts_from_the_imported_weights(source, tmp_path
     eval_split=None,
     optimizer=optimizers.OptimizerConfig(learning_rate=0.0, schedule="constant", warmup_steps=0),
   )
-  trained = mulan_train_job.load_mulan(str(tmp_path / "mulan"))
-  assert trained.model.config.text.hidden_size == 384 and trained.tokenizer.vocab_size == 30522
+  trained = load_mulan(str(tmp_path / "mulan"))
+  assert trained.config.text.hidden_size == 384 and trained.tokenizer.vocab_size == 30522
   _, imported = bert_import.load_hf_bert(directory, embed_dim=128, max_length=64)
   word = ("encoder", "embeddings", "word_embeddings")
   saved, expected = trained.params["text_tower"], imported
@@ -170,7 +172,7 @@ def test_quantizer_fit_resumes_exactly(source, tmp_path):
       checkpoint=CheckpointConfig(save_interval_steps=2, **NO_SIGTERM),
       log_every_steps=2,
     )
-    return mulan_quantizer_job.load_mulan_tokenizer(str(tmp_path / "mulan"), str(output_dir))
+    return load_mulan_tokenizer(str(tmp_path / "mulan"), str(output_dir))
 
   straight = fit(tmp_path / "straight", 4)
   fit(tmp_path / "resumed", 2)

@@ -24,8 +24,10 @@ from musiclm_jax.jobs import w2v_bert as w2v_bert_train_job
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers import kmeans
-from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.tokenizers.w2v_bert.load import load_w2v_bert
+from musiclm_jax.tokenizers.w2v_bert.semantic import load_semantic_tokenizer
 from musiclm_jax.training import optimizers
+from tests.size_configs import size_config
 
 CROP = 960 * 50  # 2 s: 50 frames
 BATCH = 8
@@ -51,7 +53,7 @@ def rendered(tmp_path_factory):
 
 
 def _model() -> W2VBertModel:
-  return W2VBertModel(W2VBertConfig.tiny(), crop_samples=CROP)
+  return W2VBertModel(size_config("w2v_bert", "tiny"), crop_samples=CROP)
 
 
 def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[str, float]:
@@ -74,7 +76,7 @@ def _train(source: AudioSource, model_dir, num_steps: int, **overrides) -> dict[
 
 
 def _params(model_dir) -> dict:
-  return w2v_bert_train_job.load_w2v_bert(str(model_dir)).params
+  return load_w2v_bert(str(model_dir)).params
 
 
 @pytest.mark.slow
@@ -95,17 +97,6 @@ def test_resumed_run_equals_uninterrupted_run(rendered, tmp_path):
 def test_dataset_at_another_rate_is_refused_before_training(tmp_path):
   with pytest.raises(ValueError, match="16000 Hz audio; w2v-BERT expects 24000 Hz"):
     _train(AudioSource("rendered_music/16khz", str(tmp_path), 16_000), tmp_path / "run", 2)
-
-
-def test_loading_another_models_checkpoint_is_refused(tmp_path):
-  from musiclm_jax.checkpoints import Checkpointer, CheckpointMismatchError
-
-  directory = tmp_path / "codec" / w2v_bert_train_job.CHECKPOINT_SUBDIR
-  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
-  with Checkpointer(directory, config, metadata={"model": "soundstream"}) as checkpointer:
-    checkpointer.save(1, {"params": {"w": jax.numpy.zeros(3)}}, {}, force=True)
-  with pytest.raises(CheckpointMismatchError, match="not a w2v-BERT model"):
-    w2v_bert_train_job.load_w2v_bert(str(tmp_path / "codec"))
 
 
 def _melody_pairs(manual_dir) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -161,7 +152,7 @@ def test_semantic_model_learns_and_its_tokens_follow_the_music(rendered, tmp_pat
     max_batches=8,
     partitioner=Partitioner(SINGLE),
   )
-  tokenizer = semantic_kmeans_job.load_semantic_tokenizer(str(tmp_path / "w2v"), str(kmeans_dir))
+  tokenizer = load_semantic_tokenizer(str(tmp_path / "w2v"), str(kmeans_dir))
   same, unrelated = _melody_pairs(manual_dir)
   same_agreement = _agreement(tokenizer, manual_dir, same)
   unrelated_agreement = _agreement(tokenizer, manual_dir, unrelated)

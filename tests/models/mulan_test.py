@@ -13,18 +13,16 @@ import numpy as np
 import optax
 import pytest
 
-import gin
-from musiclm_jax.main import gin_utils
 from musiclm_jax.models.contrastive import mcc
 from musiclm_jax.models.mulan import MuLanModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.training.trainer import Trainer, TrainState
+from tests.size_configs import size_config
 
 SAMPLES = 12000  # 0.5 s crops keep the tiny tower cheap; the tower is length-agnostic
 BATCH = 8
 # The tiny text tower has dropout 0.1, so the sharded test also compares dropout masks.
-MODEL = MuLanModel(MuLanConfig.tiny(), crop_samples=SAMPLES)
+MODEL = MuLanModel(size_config("mulan", "tiny"), crop_samples=SAMPLES)
 TRAIN_RNG = jax.random.key(42)
 RNG = jax.random.fold_in(TRAIN_RNG, 0)  # the train step's key at step 0
 
@@ -74,23 +72,13 @@ def test_zeros_batch_and_crop():
   assert batch["text_ids"].shape == batch["text_mask"].shape == (3, 64)
   assert batch["text_ids"].dtype == batch["text_mask"].dtype == jnp.int32
   assert MuLanModel.name == "mulan"
-  assert MuLanModel(MuLanConfig.tiny()).crop_samples == 48000  # one 2 s window
+  assert MuLanModel(size_config("mulan", "tiny")).crop_samples == 48000  # one 2 s window
   with pytest.raises(ValueError, match="shorter than"):
-    MuLanModel(MuLanConfig.tiny(), crop_samples=100)
-
-
-@pytest.mark.parametrize("size", ["tiny", "base", "paper"])
-def test_gin_files_equal_the_python_configs(size):
-  gin_utils.parse([f"gin/models/mulan/{size}.gin"], [])
-  try:
-    config = gin_utils.macro("MULAN_CONFIG")
-  finally:
-    gin.clear_config()
-  assert config == getattr(MuLanConfig, size)()
+    MuLanModel(size_config("mulan", "tiny"), crop_samples=100)
 
 
 def test_paper_size_by_shapes_only():
-  model = MuLanModel(MuLanConfig.paper())
+  model = MuLanModel(size_config("mulan", "paper"))
   assert model.crop_samples == 10 * 24000
   shapes = nn.unbox(jax.eval_shape(model.get_initial_variables, jax.random.key(0))["params"])
   audio = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["audio_tower"]))

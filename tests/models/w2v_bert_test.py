@@ -14,15 +14,15 @@ import numpy as np
 import optax
 import pytest
 
-import gin
-from musiclm_jax.main import gin_utils
 from musiclm_jax.models.w2v_bert import W2VBertModel
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.w2v_bert import W2VBertConfig
+from tests.size_configs import size_config
 
 SAMPLES = 12000  # 0.5 s: 12 frames
 # Dropout on, so that the sharded test also compares dropout masks.
-MODEL = W2VBertModel(dataclasses.replace(W2VBertConfig.tiny(), dropout_rate=0.1), SAMPLES)
+MODEL = W2VBertModel(
+  dataclasses.replace(size_config("w2v_bert", "tiny"), dropout_rate=0.1), SAMPLES
+)
 RNG = jax.random.key(42)
 STEP = 10
 
@@ -55,22 +55,12 @@ def test_frames_and_zeros_batch():
   assert batch["audio"].shape == batch["audio_mask"].shape == (3, SAMPLES)
   assert W2VBertModel.name == "w2v_bert"
   with pytest.raises(ValueError, match="shorter than one w2v-BERT frame"):
-    W2VBertModel(W2VBertConfig.tiny(), crop_samples=500)
-
-
-@pytest.mark.parametrize("size", ["tiny", "base", "paper"])
-def test_gin_files_equal_the_python_configs(size):
-  gin_utils.parse([f"gin/models/w2v_bert/{size}.gin"], [])
-  try:
-    config = gin_utils.macro("W2V_BERT_CONFIG")
-  finally:
-    gin.clear_config()
-  assert config == getattr(W2VBertConfig, size)()
+    W2VBertModel(size_config("w2v_bert", "tiny"), crop_samples=500)
 
 
 @pytest.mark.parametrize("size, expected", [("base", 100e6), ("paper", 600e6)])
 def test_config_sizes_and_ten_seconds_give_250_ids(size, expected):
-  model = W2VBertModel(getattr(W2VBertConfig, size)(), crop_samples=10 * 24000)
+  model = W2VBertModel(size_config("w2v_bert", size), crop_samples=10 * 24000)
   shapes = jax.eval_shape(model.get_initial_variables, jax.random.key(0))["params"]
   count = sum(math.prod(x.shape) for x in jax.tree.leaves(nn.unbox(shapes)))
   assert count == model.num_params()
@@ -168,7 +158,7 @@ def _note_clips(num_clips: int, samples: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_mlm_loss_falls_and_accuracy_beats_chance():
-  config = W2VBertConfig.tiny()
+  config = size_config("w2v_bert", "tiny")
   model = W2VBertModel(config, crop_samples=24000)
   params = nn.unbox(jax.jit(model.get_initial_variables)(jax.random.key(1))["params"])
   optimizer = optax.adam(3e-3)

@@ -145,33 +145,6 @@ class AudioTowerConfig:
         in_channels = out
     return count + in_channels * self.embed_dim
 
-  @classmethod
-  def tiny(cls) -> AudioTowerConfig:
-    """For CPU tests: 2 s windows, 32 mels at 50 Hz, two basic blocks of widths 16 and 32."""
-    return cls(
-      stage_depths=(1, 1),
-      stage_widths=(16, 32),
-      block_type="basic",
-      stem_channels=16,
-      stem_kernel_size=3,
-      stem_pool=False,
-      norm_groups=4,
-      window_seconds=2.0,
-      n_mels=32,
-      n_fft=512,
-      hop_length=480,
-    )
-
-  @classmethod
-  def base(cls) -> AudioTowerConfig:
-    """ResNet-18-like (≈11M parameters) on the paper's front end and 10 s windows."""
-    return cls(stage_depths=(2, 2, 2, 2), stage_widths=(64, 128, 256, 512), block_type="basic")
-
-  @classmethod
-  def paper(cls) -> AudioTowerConfig:
-    """ResNet-50 (≈23.8M parameters) on 64-bin log-mel of 10 s windows."""
-    return cls()
-
 
 @dataclasses.dataclass(frozen=True)
 class MuLanConfig:
@@ -211,23 +184,3 @@ class MuLanConfig:
   @property
   def initial_log_scale(self) -> float:
     return math.log(1.0 / self.initial_temperature)
-
-  @classmethod
-  def tiny(cls) -> MuLanConfig:
-    """For CPU tests: the tiny towers; whole rendered-music captions (64 tokens, 512 ids).
-
-    Measured on held-out rendered music: with 16-token captions and audio widths (8, 16),
-    text→audio recall@5 stayed near 2× chance; with these settings it reaches about 4×.
-    """
-    text = dataclasses.replace(TextTowerConfig.tiny(vocab_size=512), max_length=64)
-    return cls(audio=AudioTowerConfig.tiny(), text=text)
-
-  @classmethod
-  def base(cls) -> MuLanConfig:
-    """ResNet-18-like audio tower and the base text tower."""
-    return cls(audio=AudioTowerConfig.base(), text=TextTowerConfig.base())
-
-  @classmethod
-  def paper(cls) -> MuLanConfig:
-    """ResNet-50 audio tower and the paper (BERT-base) text tower."""
-    return cls(audio=AudioTowerConfig.paper(), text=TextTowerConfig.paper())

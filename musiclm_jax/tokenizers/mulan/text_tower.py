@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from musiclm_jax import axes
 from musiclm_jax.layers.attention import xla_attention
-from musiclm_jax.layers.conformer import LayerNorm
+from musiclm_jax.layers.normalization import LayerNorm
 
 # HF BERT's `hidden_act` names: "gelu" is the exact erf GELU; the others the tanh approximation.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -96,35 +96,6 @@ class TextTowerConfig:
   @property
   def weight_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.param_dtype)
-
-  @classmethod
-  def tiny(cls, vocab_size: int = 128) -> TextTowerConfig:
-    """2 layers × width 32 (4 heads): for tests."""
-    return cls(
-      vocab_size=vocab_size,
-      hidden_size=32,
-      num_layers=2,
-      num_heads=4,
-      intermediate_size=64,
-      max_position_embeddings=64,
-      max_length=16,
-    )
-
-  @classmethod
-  def base(cls, vocab_size: int = 30522) -> TextTowerConfig:
-    """BERT-base shape (12 layers × 768, 12 heads, FF 3072); e.g. with a caption vocabulary."""
-    return cls(
-      vocab_size=vocab_size,
-      hidden_size=768,
-      num_layers=12,
-      num_heads=12,
-      intermediate_size=3072,
-    )
-
-  @classmethod
-  def paper(cls) -> TextTowerConfig:
-    """MuLan's text tower: BERT-base with its 30,522-entry uncased WordPiece vocabulary."""
-    return cls.base(vocab_size=30522)
 
 
 def _normal(stddev: float = 0.02) -> nn.initializers.Initializer:

@@ -5,7 +5,7 @@
     captions ─► text tokenizer ─► text tower ─────────────────┘
 
 The same quantizer serves both modalities: that is the conditioning swap of MusicLM (DESIGN §2).
-Build one with `mulan_quantizer_job.load_mulan_tokenizer(mulan_dir, quantizer_dir)`.
+Build one with `load_mulan_tokenizer(mulan_dir, quantizer_dir)`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from musiclm_jax import architecture, checkpoints
 from musiclm_jax.tokenizers.mulan import audio_tower
 from musiclm_jax.tokenizers.mulan.config import MuLanConfig
+from musiclm_jax.tokenizers.mulan.load import load_mulan
 from musiclm_jax.tokenizers.mulan.model import MuLan
 from musiclm_jax.tokenizers.mulan.text_tokenizer import TextTokenizer
-from musiclm_jax.tokenizers.rvq import ResidualVectorQuantizer, RVQConfig
+from musiclm_jax.tokenizers.rvq import QUANTIZER, ResidualVectorQuantizer, RVQConfig
 
 PyTree = Any
+
+# The "model" a MuLan quantizer checkpoint's metadata names (the MuLan quantizer job's).
+QUANTIZER_MODEL_NAME = "mulan_rvq"
 
 
 class MuLanTokenizer:
@@ -108,3 +113,28 @@ class MuLanTokenizer:
   def mcc(self, texts: Sequence[str], audio: np.ndarray) -> np.ndarray:
     """MuLan cycle consistency: cosine of each caption's and its clip's embedding, [batch]."""
     return np.sum(self.text_embedding(texts) * self.audio_embedding(audio), axis=-1)
+
+
+def load_mulan_tokenizer(mulan_dir: str, quantizer_dir: str) -> MuLanTokenizer:
+  """MuLan (audio and text towers, text tokenizer) with the RVQ fitted on its audio embeddings.
+
+  Args:
+    mulan_dir: the MuLan job's model dir.
+    quantizer_dir: the MuLan quantizer job's output dir (its checkpoints).
+
+  Raises:
+    FileNotFoundError: no MuLan or quantizer checkpoint, or no text tokenizer.
+    CheckpointMismatchError: `quantizer_dir` is not a MuLan quantizer, or was fitted on another
+      MuLan architecture than the one in `mulan_dir`.
+  """
+  trained = load_mulan(mulan_dir)
+  saved, variables, _ = checkpoints.restore_trained(
+    quantizer_dir, QUANTIZER_MODEL_NAME, "a MuLan quantizer", subtrees=((QUANTIZER,),)
+  )
+  if saved.get("mulan_architecture") != architecture.to_json(trained.config):
+    raise checkpoints.CheckpointMismatchError(
+      f"The quantizer in {quantizer_dir} was fitted on another MuLan than {mulan_dir}; fit it "
+      "again on this model (fit_mulan_quantizer)."
+    )
+  rvq = architecture.from_json(RVQConfig, saved["rvq"])
+  return MuLanTokenizer(trained.config, trained.params, rvq, variables, trained.tokenizer)

@@ -15,18 +15,23 @@ initialising 10M parameters.
 
 `decode` pads a prefix of levels with -1 codes (which the quantizer turns into zero vectors) up
 to all levels, so coarse-only and full decodes of the same [batch, frames] share one program.
+
+`load_codec(model_dir)` rebuilds a trained codec from its checkpoint alone (the architecture is
+in the checkpoint's metadata), reading only the generator's weights and codebooks.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from musiclm_jax import architecture, checkpoints
 from musiclm_jax.tokenizers.rvq import QUANTIZER
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.tokenizers.soundstream.model import SoundStream
@@ -34,6 +39,13 @@ from musiclm_jax.tokenizers.soundstream.model import SoundStream
 # What encode / decode accept: host arrays, device arrays, or shapes only.
 ArrayLike = np.ndarray | jax.Array | jax.ShapeDtypeStruct
 _COLLECTIONS = ("params", QUANTIZER)
+
+# The "model" a codec checkpoint's metadata names (models/soundstream.py's SoundStreamGAN.name).
+MODEL_NAME = "soundstream"
+# Where the codec's GAN train state keeps the generator: params[GENERATOR] (the GAN trainer's
+# key for the first player), and model_state holds its other collections (the RVQ codebooks).
+GENERATOR = "generator"
+MODEL_STATE = "model_state"
 
 
 @jax.jit
@@ -282,3 +294,29 @@ class SoundStreamCodec:
       raise ValueError(
         f"codes must be in [0, {self.codebook_size}), got values in [{int(low)}, {int(high)}]."
       )
+
+
+def load_codec(model_dir: str, step: int | None = None) -> SoundStreamCodec:
+  """The trained codec in `model_dir` (architecture from the checkpoint), ready to encode/decode.
+
+  Reads only the generator's params and its codebooks, in one pass over the checkpoint; the
+  discriminator and both optimizer states stay on disk.
+
+  Args:
+    model_dir: the codec job's model dir (its checkpoints are in `model_dir/checkpoints`).
+    step: step to load; None for the latest complete one.
+
+  Raises:
+    FileNotFoundError: no complete checkpoint in `model_dir/checkpoints`.
+    CheckpointMismatchError: the checkpoint is not a SoundStream codec.
+  """
+  directory = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
+  metadata, tree, _ = checkpoints.restore_trained(
+    directory,
+    MODEL_NAME,
+    "a SoundStream codec",
+    subtrees=(("params", GENERATOR), (MODEL_STATE,)),
+    step=step,
+  )
+  config = architecture.from_json(SoundStreamConfig, metadata["architecture"])
+  return SoundStreamCodec(config, {"params": tree["params"][GENERATOR], **tree[MODEL_STATE]})

@@ -134,21 +134,6 @@ class SoundStreamConfig:
         "frame rates must be whole numbers."
       )
 
-  @classmethod
-  def tiny(cls) -> SoundStreamConfig:
-    """The tiny config of gin/models/soundstream/tiny.gin (≈61k generator parameters): 24 kHz,
-    hop 480 (50 Hz frames), RVQ 6 × 16 like the tiny token spec; used by tests."""
-    return cls(
-      channels=8,
-      channel_mults=(1, 2, 2, 4),
-      embedding_dim=16,
-      rvq=RVQConfig(num_levels=6, codebook_size=16, dim=16, dead_code_threshold=0.1),
-      stft_discriminator=STFTDiscriminatorConfig(fft_sizes=(512, 256), channels=4),
-      wave_discriminator=WaveDiscriminatorConfig(
-        num_scales=2, channels=4, max_channels=32, num_downsamples=2, kernel_size=15
-      ),
-    )
-
   @property
   def hop_length(self) -> int:
     """Samples per frame: the product of the strides (480 in the paper config)."""

@@ -18,8 +18,8 @@ import numpy as np
 
 from musiclm_jax import axes
 from musiclm_jax.layers import spectral
-from musiclm_jax.layers.conformer import LayerNorm
 from musiclm_jax.layers.dense import Projection
+from musiclm_jax.layers.normalization import LayerNorm
 from musiclm_jax.tokenizers.w2v_bert.config import SUBSAMPLING, W2VBertConfig
 
 
@@ -36,7 +36,7 @@ def log_mel(audio: jax.Array, config: W2VBertConfig) -> jax.Array:
     audio, config.n_fft, config.hop_length, config.win_length, center=True, pad_mode="constant"
   )
   power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
-  filters = spectral.mel_filterbank(config.sample_rate, config.n_fft, config.n_mels)
+  filters = spectral.slaney_mel_filterbank(config.sample_rate, config.n_fft, config.n_mels)
   mel = jnp.matmul(power, filters, precision=jax.lax.Precision.HIGHEST)
   return jnp.log(jnp.maximum(mel, config.mel_floor))
 

@@ -5,7 +5,7 @@
 
 One jitted program per input shape does the whole chain on the device; the centroids and the
 normalisation statistics are arguments, not baked-in constants, so a new k-means does not
-recompile. Build one with `semantic_kmeans_job.load_semantic_tokenizer(w2v_bert_dir, kmeans_dir)`.
+recompile. Build one with `load_semantic_tokenizer(w2v_bert_dir, kmeans_dir)`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
+from musiclm_jax import architecture
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert import frontend
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
+from musiclm_jax.tokenizers.w2v_bert.load import load_w2v_bert
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert
 
 PyTree = Any
@@ -142,3 +145,34 @@ def semantic_ids(
   normalized = kmeans.normalize(embeddings.astype(jnp.float32), normalization, mean, std)
   ids, _ = kmeans.assign(centroids, normalized.reshape(-1, normalized.shape[-1]))
   return ids.reshape(normalized.shape[:-1]).astype(jnp.int32)
+
+
+def load_semantic_tokenizer(w2v_bert_dir: str, kmeans_dir: str) -> SemanticTokenizer:
+  """The semantic tokenizer of a trained w2v-BERT and the k-means fitted on its embeddings.
+
+  Args:
+    w2v_bert_dir: the w2v-BERT job's model dir.
+    kmeans_dir: where the semantic k-means job saved the fitted centroids.
+
+  Raises:
+    FileNotFoundError: no w2v-BERT checkpoint, or no fitted k-means.
+    ValueError: the k-means was fitted on another architecture's embeddings or another layer
+      count/width than this w2v-BERT has (refit it with the semantic k-means job).
+  """
+  trained = load_w2v_bert(w2v_bert_dir)
+  fitted = kmeans.KMeansModel.load(kmeans_dir)
+  saved = fitted.metadata.get("w2v_bert_architecture")
+  if saved != architecture.to_json(trained.config):
+    raise ValueError(
+      f"The k-means in {kmeans_dir} was fitted on embeddings of another w2v-BERT architecture "
+      f"than the one in {w2v_bert_dir}; fit it again on this model (fit_semantic_kmeans)."
+    )
+  if fitted.metadata.get("w2v_bert_step") != trained.step:
+    logging.warning(
+      "k-means in %s was fitted on w2v-BERT step %s; %s is at step %d.",
+      kmeans_dir,
+      fitted.metadata.get("w2v_bert_step"),
+      w2v_bert_dir,
+      trained.step,
+    )
+  return SemanticTokenizer(trained.config, trained.params, fitted, fitted.metadata["layer"])

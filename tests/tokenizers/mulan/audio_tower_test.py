@@ -14,9 +14,10 @@ import pytest
 
 from musiclm_jax.tokenizers.mulan.audio_tower import AudioTower, clip_embedding, clip_windows
 from musiclm_jax.tokenizers.mulan.config import AudioTowerConfig
+from tests.size_configs import size_config
 
 # Tiny tower on 10 s windows with a 1 s hop, as the paper's clip embedding.
-CONFIG = dataclasses.replace(AudioTowerConfig.tiny(), window_seconds=10.0)
+CONFIG = dataclasses.replace(size_config("mulan", "tiny").audio, window_seconds=10.0)
 TOWER = AudioTower(CONFIG)
 
 
@@ -47,9 +48,9 @@ def test_windows_embed_to_128d_unit_vectors():
   assert not np.allclose(emb[0], emb[1], atol=1e-3)
 
 
-@pytest.mark.parametrize("make", [AudioTowerConfig.tiny, AudioTowerConfig.base])
-def test_num_params_matches_the_module(make):
-  config = make()
+@pytest.mark.parametrize("size", ["tiny", "base"])
+def test_num_params_matches_the_module(size):
+  config = size_config("mulan", size).audio
   audio = jax.ShapeDtypeStruct((1, config.window_samples), jnp.float32)
   shapes = jax.eval_shape(AudioTower(config).init, jax.random.key(0), audio)["params"]
   count = sum(math.prod(x.shape) for x in jax.tree.leaves(nn.unbox(shapes)))
@@ -57,7 +58,7 @@ def test_num_params_matches_the_module(make):
 
 
 def test_paper_tower_is_resnet50_sized_and_embeds_10s_windows():
-  config = AudioTowerConfig.paper()
+  config = size_config("mulan", "paper").audio
   assert config.stage_depths == (3, 4, 6, 3) and config.block_type == "bottleneck"
   audio = jax.ShapeDtypeStruct((2, 10 * 24000), jnp.float32)
   tower = AudioTower(config)

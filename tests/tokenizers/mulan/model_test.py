@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musiclm_jax.tokenizers.mulan.config import AudioTowerConfig, MuLanConfig
+from musiclm_jax.tokenizers.mulan.config import MuLanConfig
 from musiclm_jax.tokenizers.mulan.model import MuLan
-from musiclm_jax.tokenizers.mulan.text_tower import TextTowerConfig
+from tests.size_configs import size_config
 
-CONFIG = MuLanConfig.tiny()
+CONFIG = size_config("mulan", "tiny")
 
 
 def _scale(config: MuLanConfig, params: dict) -> jax.Array:
@@ -53,8 +53,7 @@ def test_fixed_temperature_has_no_parameter():
 
 def test_config_checks():
   with pytest.raises(ValueError, match="must be equal"):
-    MuLanConfig(audio=AudioTowerConfig.tiny(), text=TextTowerConfig.tiny(), embed_dim=64)
+    MuLanConfig(audio=CONFIG.audio, text=CONFIG.text, embed_dim=64)
   with pytest.raises(ValueError, match="initial_temperature"):
     dataclasses.replace(CONFIG, initial_temperature=0.001)
   assert CONFIG.audio.embed_dim == CONFIG.text.embed_dim == 128
-  assert MuLanConfig.paper().audio == AudioTowerConfig.paper()

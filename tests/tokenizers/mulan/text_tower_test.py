@@ -17,8 +17,9 @@ from musiclm_jax.tokenizers.mulan.text_tower import (
   TextTowerConfig,
   masked_mean,
 )
+from tests.size_configs import size_config
 
-TINY = TextTowerConfig.tiny()
+TINY = size_config("mulan", "tiny").text
 LENGTHS = (10, 3, 7, 1)
 
 
@@ -137,8 +138,9 @@ def test_bad_configs_are_rejected(changes, message):
 
 
 def test_presets():
-  assert TextTowerConfig.base().num_layers == 12 and TextTowerConfig.base().hidden_size == 768
-  paper = TextTowerConfig.paper()
+  base = size_config("mulan", "base").text
+  assert base.num_layers == 12 and base.hidden_size == 768
+  paper = size_config("mulan", "paper").text
   assert (paper.vocab_size, paper.num_heads, paper.intermediate_size) == (30522, 12, 3072)
   assert paper.embed_dim == 128
 

@@ -10,11 +10,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from musiclm_jax.checkpoints import (
+  CHECKPOINT_SUBDIR,
+  CheckpointConfig,
+  Checkpointer,
+  CheckpointMismatchError,
+)
+from musiclm_jax.jobs import codec as codec_train_job
+from musiclm_jax.models.soundstream import SoundStreamGAN
+from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream import SoundStream, SoundStreamConfig
-from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
+from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec, load_codec
+from musiclm_jax.training import gan_trainer
+from musiclm_jax.training.gan_trainer import make_gan_trainer
+from musiclm_jax.training.optimizers import OptimizerConfig
+from tests.size_configs import size_config
 from tests.tokenizers.soundstream.fast_compile import compile_fast
 
-TINY = SoundStreamConfig.tiny()
+TINY = size_config("soundstream", "tiny")
 HOP = TINY.hop_length
 SAMPLES = 10 * HOP + 7  # not a multiple of the hop: 11 frames
 AUDIO = np.random.default_rng(0).uniform(-0.5, 0.5, (2, SAMPLES)).astype(np.float32)
@@ -155,3 +168,48 @@ def test_bad_codes_are_rejected(codes, error, match, on_device):
 def test_variables_need_params_and_quantizer():
   with pytest.raises(ValueError, match=r"missing \['quantizer'\]"):
     SoundStreamCodec(TINY, {"params": _codec().variables["params"]})
+
+
+# load_codec: a codec job's checkpoint back as a codec.
+
+
+def _saved_codec_run(model_dir) -> dict:
+  """Saves a codec GAN train state as the codec job does; returns the generator's variables."""
+  model = SoundStreamGAN(TINY, crop_samples=4 * HOP)
+  single = Partitioner(MeshConfig(num_devices=1, ici_data=1))
+  trainer = make_gan_trainer(model, single, 1, OptimizerConfig(), OptimizerConfig())
+  state = trainer.init_state(seed=1)
+  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
+  directory = model_dir / CHECKPOINT_SUBDIR
+  with Checkpointer(directory, config, metadata=codec_train_job.codec_metadata(model)) as ckpt:
+    ckpt.save(3, state, {"data_batches": 3}, force=True)
+  return jax.device_get({"params": state.params[gan_trainer.GENERATOR], **state.model_state})
+
+
+def test_load_codec_reads_the_generator_without_building_a_gan_trainer(tmp_path, monkeypatch):
+  expected = _saved_codec_run(tmp_path)
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("load_codec built a GanTrainer")
+
+  monkeypatch.setattr(gan_trainer.GanTrainer, "__init__", refuse)
+  codec = load_codec(str(tmp_path))
+  assert codec.config == TINY
+  assert jax.tree.structure(codec.variables) == jax.tree.structure(expected)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(codec.variables), expected)
+  assert codec.encode(AUDIO).shape == (2, 11, TINY.rvq.num_levels)
+
+
+def test_load_codec_refuses_another_models_checkpoint(tmp_path):
+  directory = tmp_path / "semantic" / CHECKPOINT_SUBDIR
+  config = CheckpointConfig(async_save=False, save_on_sigterm=False)
+  with Checkpointer(directory, config, metadata={"model": "semantic"}) as checkpointer:
+    checkpointer.save(1, {"params": {"w": jnp.zeros(3)}}, {}, force=True)
+  with pytest.raises(CheckpointMismatchError, match=f"{directory} .*not a SoundStream codec"):
+    load_codec(str(tmp_path / "semantic"))
+
+
+def test_load_codec_without_checkpoint_says_so_and_creates_nothing(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"No complete checkpoint in {tmp_path}"):
+    load_codec(str(tmp_path))
+  assert not list(tmp_path.iterdir())

@@ -6,22 +6,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import gin
-from musiclm_jax.main import gin_utils
 from musiclm_jax.tokenizers.rvq import RVQConfig
 from musiclm_jax.tokenizers.soundstream import (
   SoundStream,
   SoundStreamConfig,
   SoundStreamDiscriminator,
 )
-
-
-def _gin_config(size: str) -> SoundStreamConfig:
-  gin_utils.parse([f"gin/models/soundstream/{size}.gin"], [])
-  try:
-    return gin_utils.macro("CODEC_CONFIG")
-  finally:
-    gin.clear_config()
+from tests.size_configs import size_config
 
 
 def _num_params(module, audio_shape=(1, 24000), **kwargs) -> int:
@@ -33,27 +24,26 @@ def _num_params(module, audio_shape=(1, 24000), **kwargs) -> int:
 
 @pytest.mark.parametrize("size", ["tiny", "base", "paper"])
 def test_gin_file_builds_a_50hz_24khz_config(size):
-  config = _gin_config(size)
+  config = size_config("soundstream", size)
   assert isinstance(config, SoundStreamConfig)
   assert (config.sample_rate, config.hop_length, config.frame_rate) == (24000, 480, 50)
   assert config.rvq.dim == config.embedding_dim
 
 
-def test_gin_files_equal_the_python_configs():
-  assert _gin_config("tiny") == SoundStreamConfig.tiny()
-  assert _gin_config("paper") == SoundStreamConfig()
+def test_paper_gin_file_is_the_dataclass_default():
+  assert size_config("soundstream", "paper") == SoundStreamConfig()
   assert SoundStreamConfig().rvq == RVQConfig(
     num_levels=12, codebook_size=1024, dim=128, dead_code_threshold=0.05
   )
-  assert _gin_config("base").rvq.num_levels == 12
+  assert size_config("soundstream", "base").rvq.num_levels == 12
 
 
 def test_parameter_budgets():
-  tiny = _num_params(SoundStream(SoundStreamConfig.tiny()), train=False)
+  tiny = _num_params(SoundStream(size_config("soundstream", "tiny")), train=False)
   paper = _num_params(SoundStream(SoundStreamConfig()), train=False)
   assert 5_000 <= tiny <= 100_000
   assert 5_000_000 <= paper <= 20_000_000
-  assert _num_params(SoundStreamDiscriminator(SoundStreamConfig.tiny())) <= 100_000
+  assert _num_params(SoundStreamDiscriminator(size_config("soundstream", "tiny"))) <= 100_000
 
 
 @pytest.mark.parametrize(

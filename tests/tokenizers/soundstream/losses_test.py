@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musiclm_jax.tokenizers.soundstream import SoundStreamConfig, SoundStreamDiscriminator, losses
+from musiclm_jax.tokenizers.soundstream import SoundStreamDiscriminator, losses
+from tests.size_configs import size_config
 from tests.tokenizers.soundstream.fast_compile import compile_fast
 
 SR = 24000
-TINY = SoundStreamConfig.tiny()
+TINY = size_config("soundstream", "tiny")
 
 
 def _music(samples: int = 4800) -> jax.Array:

@@ -16,9 +16,10 @@ from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.rvq import QUANTIZER
 from musiclm_jax.tokenizers.soundstream import SoundStream, SoundStreamConfig, losses
 from musiclm_jax.tokenizers.soundstream.seanet import Snake
+from tests.size_configs import size_config
 from tests.tokenizers.soundstream.fast_compile import compile_fast
 
-TINY = SoundStreamConfig.tiny()
+TINY = size_config("soundstream", "tiny")
 CAUSAL = dataclasses.replace(TINY, causal=True)
 SR, HOP = TINY.sample_rate, TINY.hop_length
 FRAMES = 10

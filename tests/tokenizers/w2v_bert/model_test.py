@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from musiclm_jax.tokenizers.w2v_bert import W2VBert, W2VBertConfig
+from musiclm_jax.tokenizers.w2v_bert import W2VBert
+from tests.size_configs import size_config
 
-CONFIG = W2VBertConfig.tiny()
+CONFIG = size_config("w2v_bert", "tiny")
 SAMPLES = 12000  # 0.5 s: 12 frames
 FRAMES = SAMPLES // 960
 MODEL = W2VBert(CONFIG)

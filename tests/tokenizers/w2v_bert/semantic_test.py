@@ -12,16 +12,16 @@ import pytest
 
 from musiclm_jax.benchmarks.semantic import random_tokenizer
 from musiclm_jax.tokenizers import kmeans
-from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert
 from musiclm_jax.tokenizers.w2v_bert.semantic import SemanticTokenizer, semantic_ids
+from tests.size_configs import size_config
 
 SAMPLE_RATE = 24_000
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> SemanticTokenizer:
-  return random_tokenizer(W2VBertConfig.tiny(), num_clusters=16)
+  return random_tokenizer(size_config("w2v_bert", "tiny"), num_clusters=16)
 
 
 def test_ten_seconds_give_250_ids_in_range(tokenizer):
@@ -35,7 +35,7 @@ def test_ten_seconds_give_250_ids_in_range(tokenizer):
 
 def test_paper_config_gives_250_ids_of_1024():
   """Shapes only (jax.eval_shape): 10 s → 250 ids from 1024 clusters, no paper weights made."""
-  config = W2VBertConfig.paper()
+  config = size_config("w2v_bert", "paper")
   samples = 10 * SAMPLE_RATE
   audio = jax.ShapeDtypeStruct((1, samples), jnp.float32)
   masked = jax.ShapeDtypeStruct((1, config.num_frames(samples)), jnp.bool_)
@@ -82,7 +82,7 @@ def test_bad_audio_is_refused_clearly(tokenizer, audio, message):
 
 
 def test_centroids_of_another_width_are_refused():
-  config = W2VBertConfig.tiny()
+  config = size_config("w2v_bert", "tiny")
   wrong = kmeans.KMeansModel(np.zeros((4, config.d_model + 1)), np.zeros(33), np.ones(33), "none")
   with pytest.raises(ValueError, match="centroids are 33-d"):
     SemanticTokenizer(config, {}, wrong, layer=1)
