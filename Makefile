@@ -51,9 +51,12 @@ format: install
 	$(BIN)/ruff format musiclm_jax tasks tests
 	$(BIN)/ruff check --fix musiclm_jax tasks tests
 
+# A quick look at this machine's speed (tiny semantic LM); BENCHMARKS.md lists the full runs and
+# `musiclm-jax bench --help` all eleven subcommands.
 bench: install
-	$(BIN)/musiclm-jax bench train --gin_file=gin/models/semantic/tiny.gin --gin_file=gin/runs/bench.gin
-	$(BIN)/musiclm-jax bench decode --gin_file=gin/models/semantic/tiny.gin
+	$(BIN)/musiclm-jax bench train --gin_file=gin/models/semantic/tiny.gin --batch_size=8 --num_steps=5
+	$(BIN)/musiclm-jax bench decode --gin_file=gin/models/semantic/tiny.gin --batch_sizes=1,8 \
+	  --context_lengths=128,512 --new_tokens=32
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -6,11 +6,11 @@ their outputs so that nothing is dropped silently.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 from typing import Any
+
+from musiclm_jax.runtime.atomic import atomic_write_json
 
 
 class SkipReport:
@@ -21,6 +21,8 @@ class SkipReport:
     kept: items kept.
     counts: skipped items per reason.
     examples: per reason, up to `max_examples_per_reason` {'where', 'detail'} dicts.
+    files: files written beside the report, by what they hold, e.g. {'missing_clips':
+      'missing_clips.csv'} (names relative to the report's folder).
   """
 
   def __init__(self, name: str, max_examples_per_reason: int = 20):
@@ -29,6 +31,8 @@ class SkipReport:
     self.kept = 0
     self.counts: dict[str, int] = {}
     self.examples: dict[str, list[dict[str, str]]] = {}
+    self.files: dict[str, str] = {}
+    self._every: dict[str, list[str]] = {}  # reason -> every `where`, for the reasons asked
     self._lock = threading.Lock()
 
   @property
@@ -51,6 +55,26 @@ class SkipReport:
     """
     with self._lock:
       self._add(reason, 1, [{"where": where, "detail": detail}])
+      if reason in self._every:
+        self._every[reason].append(where)
+
+  def list_every(self, reason: str) -> None:
+    """From now on, remembers where every item skipped for `reason` was (see `every`)."""
+    with self._lock:
+      self._every.setdefault(reason, [])
+
+  def every(self, reason: str) -> list[str]:
+    """The `where` of every item skipped for `reason` since `list_every(reason)`, in order.
+
+    Unlike the examples, these are not capped; they are kept in memory, not in `to_dict`.
+    """
+    with self._lock:
+      return list(self._every.get(reason, []))
+
+  def add_file(self, what: str, name: str) -> None:
+    """Records a file written beside the report, e.g. ('missing_clips', 'missing_clips.csv')."""
+    with self._lock:
+      self.files[what] = name
 
   def _add(self, reason: str, count: int, examples: list[dict[str, str]]) -> None:
     self.counts[reason] = self.counts.get(reason, 0) + count
@@ -60,21 +84,29 @@ class SkipReport:
   def merge(self, other: SkipReport) -> None:
     """Adds another report's counts and examples (e.g. from a worker) to this one."""
     state = other.to_dict()
+    every = {reason: other.every(reason) for reason in self._every}
     with self._lock:
       self.kept += state["kept"]
+      self.files.update(state.get("files", {}))
+      for reason, wheres in every.items():
+        self._every[reason].extend(wheres)
       for reason, count in state["by_reason"].items():
         self._add(reason, count, state["examples"].get(reason, []))
 
   def to_dict(self) -> dict[str, Any]:
-    """{'name', 'kept', 'skipped', 'by_reason': {reason: count}, 'examples': {reason: [...]}}."""
+    """{'name', 'kept', 'skipped', 'by_reason': {reason: count}, 'examples': {reason: [...]}}
+    and, when some were written, 'files': {what: name beside the report}."""
     with self._lock:
-      return {
+      state = {
         "name": self.name,
         "kept": self.kept,
         "skipped": self.skipped,
         "by_reason": dict(sorted(self.counts.items())),
         "examples": {r: [dict(e) for e in self.examples[r]] for r in sorted(self.examples)},
       }
+      if self.files:
+        state["files"] = dict(sorted(self.files.items()))
+      return state
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], max_examples_per_reason: int = 20) -> SkipReport:
@@ -83,24 +115,12 @@ class SkipReport:
     report.kept = int(d.get("kept", 0))
     for reason, count in d.get("by_reason", {}).items():
       report._add(reason, int(count), list(d.get("examples", {}).get(reason, [])))
+    report.files = dict(d.get("files", {}))
     return report
 
   def write(self, path: str | os.PathLike) -> None:
     """Writes the report as JSON, atomically (a temporary file, then os.replace)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(self.to_dict(), f, indent=2)  # ASCII: paths may hold surrogates
-        f.write("\n")
-      os.chmod(tmp, 0o644)
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.unlink(tmp)
-      raise
+    atomic_write_json(path, self.to_dict())  # ASCII: paths may hold surrogates
 
   def summary_line(self) -> str:
     """E.g. 'kept 97, skipped 3 (missing_file: 2, corrupt: 1)', reasons by count."""

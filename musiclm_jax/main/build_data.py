@@ -14,12 +14,14 @@ Bad inputs are skipped and counted in `<dataset dir>/skip_report.json`; its summ
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.builders.base import BuildError
+from musiclm_jax.main import paths
 
 # Flags passed on as overrides only when given, so the registered config stays the default.
 _OVERRIDE_FLAGS = (
@@ -37,7 +39,13 @@ _OVERRIDE_FLAGS = (
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="musiclm-jax build-data")
+  parser = argparse.ArgumentParser(
+    prog="musiclm-jax build-data",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="example:\n  musiclm-jax build-data --dataset=musiccaps --manual_dir=~/musiccaps "
+    "--data_dir=~/tfds",
+  )
   parser.add_argument("--dataset", required=True, choices=sorted(build.BUILDERS))
   parser.add_argument("--manual_dir", required=True, help="the user's audio and captions")
   parser.add_argument("--data_dir", required=True, help="the TFDS data dir to write")
@@ -70,6 +78,8 @@ def _print_result(result: build.BuildResult) -> None:
   for split, count in result.splits.items():
     print(f"  {split}: {count} examples")
   print(f"skip report: {result.report.summary_line()} ({result.report_path})")
+  for what, name in result.report.files.items():  # e.g. every missing clip, to download
+    print(f"{what.replace('_', ' ')}: {os.path.join(os.path.dirname(result.report_path), name)}")
   print(
     f'load: import musiclm_jax.data.builders; tfds.load("{result.tfds_name}", '
     f'data_dir="{result.data_dir}", split="{next(iter(result.splits), "train")}")'
@@ -78,6 +88,7 @@ def _print_result(result: build.BuildResult) -> None:
 
 def main(argv: Sequence[str]) -> int:
   args = _parser().parse_args(list(argv))
+  paths.check_output_dir(args.data_dir, "--data_dir")
   try:
     result = build.build_dataset(
       args.dataset,

@@ -13,13 +13,16 @@ import json
 from collections.abc import Sequence
 
 from musiclm_jax import partitioning
-from musiclm_jax.main import gin_utils
+from musiclm_jax.main import gin_utils, paths
 from musiclm_jax.training import aot, optimizers
+
+COMPILE_EXAMPLE = """musiclm-jax compile --gin_file=gin/models/semantic/base.gin \\
+    --gin_file=gin/mesh/tpu_v5e_16.gin --topology=v5e:4x4 --batch_size=64"""
 
 
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(prog="musiclm-jax compile")
+  parser = argparse.ArgumentParser(prog="musiclm-jax compile", description=__doc__)
   parser.add_argument("--topology", required=True, help="TPU topology, e.g. v5e:4x4 or v4:2x2x4")
   parser.add_argument(
     "--num_slices", type=int, default=1, help="multislice: slices joined over DCN (default 1)"
@@ -27,8 +30,10 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--num_microbatches", type=int, default=1)
   parser.add_argument("--out", help="also write the report as JSON here")
-  parser.add_argument("--gin_search_path", action="append", default=[])
+  gin_utils.add_gin_flags(parser, COMPILE_EXAMPLE)
   args = parser.parse_args(rest)
+  if args.out:
+    paths.check_output_file(args.out, "--out")
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
   model = gin_utils.macro("MODEL")
   mesh_config = gin_utils.configured(partitioning.MeshConfig)()

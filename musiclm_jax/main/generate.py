@@ -15,19 +15,27 @@ import json
 import sys
 from collections.abc import Sequence
 
-from musiclm_jax.main import gin_utils
+from musiclm_jax.main import gin_utils, paths
+
+GENERATE_EXAMPLE = """musiclm-jax generate "a calm violin melody over soft piano" --seconds=10 \\
+    --gin_file=gin/runs/infer.gin --gin.TOKENIZERS_DIR="'runs/tokenizers'" \\
+    --gin.SEMANTIC_DIR="'runs/semantic'" --gin.COARSE_DIR="'runs/coarse'" \\
+    --gin.FINE_DIR="'runs/fine'" --out=out.wav"""
 
 
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(prog="musiclm-jax generate")
+  parser = argparse.ArgumentParser(prog="musiclm-jax generate", description=__doc__)
   parser.add_argument("text", help="what the music should be")
   parser.add_argument("--seconds", type=float, default=10.0)
   parser.add_argument("--out", required=True, help="the WAV to write (24 kHz)")
   parser.add_argument("--spectrogram", default=None, help="also write this PNG")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--gin_search_path", action="append", default=[])
+  gin_utils.add_gin_flags(parser, GENERATE_EXAMPLE)
   args = parser.parse_args(rest)
+  paths.check_output_file(args.out, "--out")  # before any model loads
+  if args.spectrogram:
+    paths.check_output_file(args.spectrogram, "--spectrogram")
 
   from musiclm_jax.data import audio_io, spectrogram
   from musiclm_jax.decoding import batch_inference, prompts

@@ -6,7 +6,11 @@ Library code never imports gin; gin files bind plain Python through
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import importlib.resources
 import os
+import re
 import tokenize
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,8 +18,12 @@ from typing import Any
 
 import gin
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GIN_DIR = REPO_ROOT / "gin"
+# --gin_search_path folders of the current `parse`, for the includes gin reads through our reader.
+_SEARCH_PATHS: list[str] = []
+
+
+# `NAME = value`: a binding of a macro (all-caps, no dot or scope), as `--gin.NAME=value` makes.
+_MACRO_BINDING = re.compile(r"\s*([A-Z][A-Z0-9_]*)\s*=")
 
 
 class GinConfigError(ValueError):
@@ -51,6 +59,64 @@ def split_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]
   return files, bindings, rest
 
 
+def packaged_gin_dir() -> Path:
+  """The gin directory that ships with musiclm_jax.
+
+  A wheel holds the repository's top-level gin/ as `musiclm_jax/gin` (setup.py `package_dir`); an
+  editable install reads the checkout's gin/ in place.
+  """
+  installed = Path(str(importlib.resources.files("musiclm_jax") / "gin"))
+  return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "gin"
+
+
+def gin_search_roots(search_paths: Sequence[str] = ()) -> list[str]:
+  """Where a relative gin path is looked up, in order.
+
+  The working directory, then `search_paths`, then the packaged gin directory's parent (for
+  `gin/models/...`, as the README writes paths) and the directory itself (for `models/...`).
+  """
+  gin_dir = packaged_gin_dir()
+  return [os.getcwd(), *search_paths, str(gin_dir.parent), str(gin_dir)]
+
+
+def resolve_gin_file(path: str, search_paths: Sequence[str] = ()) -> str:
+  """The absolute path of gin file `path`: itself if absolute, else under the first search root.
+
+  Raises:
+    GinConfigError: naming `path` and the roots searched, where none holds it.
+  """
+  roots = [""] if os.path.isabs(path) else gin_search_roots(search_paths)
+  for root in roots:
+    candidate = os.path.join(root, path)
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  raise GinConfigError(f"Unable to open file: {path}. Searched: {roots}.")
+
+
+def _open_gin_file(path: str):
+  try:
+    return open(resolve_gin_file(path, _SEARCH_PATHS))
+  except GinConfigError as e:
+    raise FileNotFoundError(str(e)) from None  # gin turns an include's OSError into its message
+
+
+def _claims_gin_file(path: str) -> bool:
+  del path  # every path: a missing one fails in _open_gin_file, naming where it looked
+  return True
+
+
+def _install_gin_file_reader() -> None:
+  """Puts our reader before gin's own, for top-level files and `include` lines alike.
+
+  gin tries its readers in order; its second, the resource reader, logs `ERROR Path not found`
+  for every `gin/...` path that is not under the working directory, even when a later search
+  path holds it. gin only appends readers (`register_file_reader`), so ours is inserted first.
+  """
+  readers = gin.config._FILE_READERS
+  if (_open_gin_file, _claims_gin_file) not in readers:
+    readers.insert(0, (_open_gin_file, _claims_gin_file))
+
+
 def parse(
   gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()
 ) -> None:
@@ -62,16 +128,70 @@ def parse(
   if not gin_files:
     raise GinConfigError("No --gin_file given; e.g. --gin_file=gin/models/semantic/tiny.gin.")
   gin.clear_config()
-  for path in [os.getcwd(), str(REPO_ROOT), str(GIN_DIR), *search_paths]:
-    gin.add_config_file_search_path(path)
+  _SEARCH_PATHS[:] = search_paths
+  _install_gin_file_reader()
+  for path in gin_files:
+    resolve_gin_file(path, search_paths)  # a missing file fails here, naming where it looked
   try:
     gin.parse_config_files_and_bindings(
-      list(gin_files), list(bindings), finalize_config=False, skip_unknown=False
+      list(gin_files), [], finalize_config=False, skip_unknown=False
     )
+    check_macro_overrides(bindings)  # before they define what they meant to override
+    gin.parse_config(list(bindings), skip_unknown=False)
   except (ValueError, SyntaxError, OSError, ImportError, TypeError, tokenize.TokenError) as e:
+    if isinstance(e, GinConfigError):
+      raise
     raise GinConfigError(
       f"Bad gin configuration: {e}\n(files: {list(gin_files)}; bindings: {list(bindings)})"
     ) from None
+
+
+def defined_macros() -> list[str]:
+  """The names of the macros the parsed gin files define (`NAME = value`), sorted."""
+  return sorted(scope for scope, selector in gin.config._CONFIG if selector == "gin.macro")
+
+
+def check_macro_overrides(bindings: Sequence[str]) -> None:
+  """Refuses a binding of a macro (an all-caps name, no dot) that no parsed gin file defines.
+
+  Gin checks `fn.param = ...` bindings itself, but `NAME = ...` would define a new macro that
+  nothing reads: a typo such as `--gin.NUM_STEPZ=5` would be silently ignored.
+
+  Raises:
+    GinConfigError: naming the macro and the closest defined names.
+  """
+  defined = defined_macros()
+  for binding in bindings:
+    for line in binding.splitlines():
+      match = _MACRO_BINDING.match(line)
+      if match is None or match.group(1) in defined:
+        continue
+      name = match.group(1)
+      close = difflib.get_close_matches(name, defined, n=3)
+      hint = f"did you mean {' or '.join(close)}?" if close else f"defined: {', '.join(defined)}"
+      raise GinConfigError(
+        f"{name} = ... overrides a macro that no gin file given defines ({hint})"
+      )
+
+
+GIN_FLAGS_HELP = """gin flags:
+  --gin_file=FILE        a gin file: a run, model or mesh file (repeatable; a later one wins)
+  --gin.KEY=VALUE        override a macro (--gin.NUM_STEPS=5) or a parameter
+                         (--gin.optimizers.OptimizerConfig.learning_rate=1e-3); strings in two
+                         quotes: --gin.MODEL_DIR="'runs/x'". A macro no file defines is an error.
+  --gin_bindings='KEY = VALUE'  the same, in gin syntax (repeatable)"""
+
+
+def add_gin_flags(parser: argparse.ArgumentParser, example: str) -> None:
+  """Adds --gin_search_path, and the gin flags and an example launch command to `--help`.
+
+  The gin flags themselves are taken out by `split_gin_args` before `parser` sees the rest.
+  """
+  parser.formatter_class = argparse.RawDescriptionHelpFormatter
+  parser.add_argument(
+    "--gin_search_path", action="append", default=[], help="another folder of gin files"
+  )
+  parser.epilog = f"{GIN_FLAGS_HELP}\n\nexample:\n  {example}"
 
 
 def bind(lines: str) -> None:

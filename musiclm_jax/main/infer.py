@@ -10,7 +10,7 @@ every process runs the same command; each decodes its share of the prompts (a ha
 its own devices. Writes out/<id>.wav and the manifest (one line per finished prompt); bad prompt
 lines and failed prompts go to the errors file. Re-running finishes what a killed run left. The prompt format and
 the file names are in `musiclm_jax/decoding/batch_inference.py`. Exits 1 when some line or prompt
-was not generated (see the errors file), 2 on a configuration error.
+was not generated (see the errors file), 2 on a configuration error or an unusable path.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import gin
-from musiclm_jax.main import gin_utils
+from musiclm_jax.main import gin_utils, paths
 from musiclm_jax.runtime import distributed
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 # A host that has decoded its share of the prompts waits this long at exit for the others.
 SHUTDOWN_TIMEOUT_S = 24 * 3600
+
+INFER_EXAMPLE = """musiclm-jax infer --gin_file=gin/runs/infer.gin \\
+    --gin.TOKENIZERS_DIR="'runs/tokenizers'" --gin.SEMANTIC_DIR="'runs/semantic'" \\
+    --gin.COARSE_DIR="'runs/coarse'" --gin.FINE_DIR="'runs/fine'" \\
+    --prompts=prompts.jsonl --out_dir=out/"""
 
 STAGE_DIRS = {"semantic": "SEMANTIC_DIR", "coarse": "COARSE_DIR", "fine": "FINE_DIR"}
 
@@ -72,7 +77,7 @@ def _shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[i
 
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(prog="musiclm-jax infer")
+  parser = argparse.ArgumentParser(prog="musiclm-jax infer", description=__doc__)
   parser.add_argument(
     "--prompts", required=True, help="JSONL: id, text, seconds[, seed][, segments]"
   )
@@ -80,12 +85,13 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--shard_id", type=int, default=None, help="default: jax.process_index()")
   parser.add_argument("--num_shards", type=int, default=None, help="default: jax.process_count()")
   parser.add_argument("--batch_size", type=int, default=None, help="default: gin BATCH_SIZE")
-  parser.add_argument("--gin_search_path", action="append", default=[])
+  gin_utils.add_gin_flags(parser, INFER_EXAMPLE)
   distributed.add_flags(parser)
   args = parser.parse_args(rest)
   if not os.path.isfile(args.prompts):
     print(f"musiclm-jax infer: no prompts file {args.prompts}", file=sys.stderr)
     return 2
+  paths.check_output_dir(args.out_dir, "--out_dir")  # before any model loads
   try:
     distributed_config = dataclasses.replace(
       distributed.config_from_flags(args), shutdown_timeout_s=SHUTDOWN_TIMEOUT_S

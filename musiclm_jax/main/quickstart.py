@@ -29,7 +29,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from musiclm_jax.main import cli
+from musiclm_jax.main import cli, paths
+from musiclm_jax.runtime.atomic import atomic_write_json
 
 STAGES = ("semantic", "coarse", "fine")
 NUM_COARSE_LEVELS = 2  # of the tiny codec's 6 RVQ levels (paper: 4 of 12)
@@ -371,9 +372,7 @@ def _read_json(path: str, default=None):
 
 
 def _write_json(path: str, value) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
+  atomic_write_json(path, value)
 
 
 def run_step(index: int, total: int, step: Step) -> dict | None:
@@ -534,10 +533,16 @@ def summarize(out_dir: str, size: Size, steps: Sequence[Step], ran: dict, total:
 
 
 def main(argv: Sequence[str]) -> int:
-  parser = argparse.ArgumentParser(prog="musiclm-jax quickstart")
+  parser = argparse.ArgumentParser(
+    prog="musiclm-jax quickstart",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="example:\n  musiclm-jax quickstart --out_dir=runs/quickstart",
+  )
   parser.add_argument("--out_dir", default="runs/quickstart")
   parser.add_argument("--size", choices=sorted(SIZES), default="default")
   args = parser.parse_args(argv)
+  paths.check_output_dir(args.out_dir, "--out_dir")
   size = SIZES[args.size]
   # Absolute: orbax refuses relative checkpoint paths, and the printed commands then work from
   # any directory (gin files are found relative to the repository).

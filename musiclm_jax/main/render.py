@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from musiclm_jax.data.render import corpus, synth
+from musiclm_jax.main import paths
 
 
 def _positive_int(text: str) -> int:
@@ -40,6 +41,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
     prog="musiclm-jax render",
     description="Render music21 corpus scores to captioned audio clips (MusicCaps layout).",
+    epilog="example: musiclm-jax render --out_dir=data/render --num_clips=200 --clip_seconds=10",
   )
   parser.add_argument("--out_dir", required=True, help="output folder")
   parser.add_argument("--num_clips", type=_positive_int, required=True)
@@ -59,6 +61,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
   """Runs the verb; returns the exit status (0 ok, 1 some clips failed, 2 cannot run)."""
   args = parse_args(argv)
+  paths.check_output_dir(args.out_dir, "--out_dir")
   try:
     summary = corpus.render_corpus(
       args.out_dir,

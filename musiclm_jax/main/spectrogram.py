@@ -8,18 +8,21 @@ import sys
 from collections.abc import Sequence
 
 from musiclm_jax.data import audio_io, spectrogram
+from musiclm_jax.main import paths
 
 
 def main(argv: Sequence[str]) -> int:
   parser = argparse.ArgumentParser(
     prog="musiclm-jax spectrogram",
     description="Writes <out_dir>/<stem>.png: waveform and log-mel spectrogram of each file.",
+    epilog="example: musiclm-jax spectrogram out/a.wav out/b.wav --out_dir=out/png",
   )
   parser.add_argument("audio", nargs="+", help="WAV/FLAC/OGG/MP3 files")
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--sample_rate", type=int, default=audio_io.DEFAULT_SAMPLE_RATE)
   parser.add_argument("--max_seconds", type=float, default=60.0, help="plot at most this much")
   args = parser.parse_args(argv)
+  paths.check_output_dir(args.out_dir, "--out_dir")
   failures = 0
   for path in args.audio:
     try:

@@ -16,7 +16,11 @@ import json
 import re
 from collections.abc import Sequence
 
-from musiclm_jax.main import gin_utils
+from musiclm_jax.main import gin_utils, paths
+
+TOKENIZE_EXAMPLE = """musiclm-jax tokenize --gin_file=gin/runs/tokenize_rendered.gin \\
+    --gin.TOKENIZERS_DIR="'runs/tokenizers'" --gin.DATA_DIR="'data/tfds'" \\
+    --tasks=musiclm_tokens_rendered_music --output_cache_dir=data/token_cache"""
 
 
 def _selected(specs: dict, patterns: Sequence[str]) -> dict:
@@ -52,7 +56,7 @@ def _summary(name: str, report: dict) -> str:
 
 def main(argv: Sequence[str]) -> int:
   gin_files, bindings, rest = gin_utils.split_gin_args(argv)
-  parser = argparse.ArgumentParser(prog="musiclm-jax tokenize")
+  parser = argparse.ArgumentParser(prog="musiclm-jax tokenize", description=__doc__)
   parser.add_argument("--tasks", default="", help="comma-separated regexes of tokens task names")
   parser.add_argument("--output_cache_dir", required=True)
   parser.add_argument("--splits", default="", help="comma-separated splits (default: all)")
@@ -63,8 +67,9 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument(
     "--overwrite", action="store_true", help="replace a cache of other tokenizers"
   )
-  parser.add_argument("--gin_search_path", action="append", default=[])
+  gin_utils.add_gin_flags(parser, TOKENIZE_EXAMPLE)
   args = parser.parse_args(rest)
+  paths.check_output_dir(args.output_cache_dir, "--output_cache_dir")
   gin_utils.parse(gin_files, bindings, args.gin_search_path)
 
   from musiclm_jax.data import token_cache

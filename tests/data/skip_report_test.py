@@ -56,3 +56,29 @@ def test_write_and_read_back(tmp_path):
     {"corrupt": 1, "missing_file": 4},
   )
   assert SkipReport.from_dict(loaded).to_dict() == report.to_dict()
+
+
+def test_every_lists_all_skips_of_a_reason_beyond_the_examples_cap():
+  report = SkipReport("musiccaps/train", max_examples_per_reason=2)
+  report.skip("missing_file", "mc.csv:2")  # before list_every: not listed
+  report.list_every("missing_file")
+  for line in range(3, 8):
+    report.skip("missing_file", f"mc.csv:{line}")
+  report.skip("corrupt", "mc.csv:9")
+  assert report.every("missing_file") == [f"mc.csv:{line}" for line in range(3, 8)]
+  assert report.every("corrupt") == [] and len(report.examples["missing_file"]) == 2
+  worker = SkipReport("worker")
+  worker.list_every("missing_file")
+  worker.skip("missing_file", "mc.csv:20")
+  report.merge(worker)
+  assert report.every("missing_file")[-1] == "mc.csv:20" and report.counts["missing_file"] == 7
+
+
+def test_files_beside_the_report_survive_writing_and_reading(tmp_path):
+  report = _report()
+  assert "files" not in report.to_dict()  # reports without files keep their old shape
+  report.add_file("missing_clips", "missing_clips.csv")
+  report.write(tmp_path / "skips.json")
+  loaded = SkipReport.from_dict(json.loads((tmp_path / "skips.json").read_text()))
+  assert loaded.files == {"missing_clips": "missing_clips.csv"}
+  assert loaded.to_dict() == report.to_dict()

@@ -9,7 +9,7 @@ import pytest
 from musiclm_jax.benchmarks import codec as codec_benchmarks
 from musiclm_jax.main import cli
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.tokenizers.soundstream import SoundStreamConfig
+from tests.size_configs import size_config
 
 
 def test_bench_codec_writes_positive_figures(tmp_path, capsys):
@@ -33,7 +33,7 @@ def test_bench_codec_writes_positive_figures(tmp_path, capsys):
     for key in ("encode_s", "decode_s", "encode_x_realtime", "decode_x_realtime"):
       assert row[key] > 0, key
     assert row["encode_rtf"] == pytest.approx(1 / row["encode_x_realtime"])
-    assert row["params"] == 61025  # SoundStreamConfig.tiny(): ≈61k generator parameters
+    assert row["params"] == 61025  # size_config("soundstream", "tiny"): ≈61k generator parameters
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_bench_codec_writes_positive_figures(tmp_path, capsys):
 def test_bench_codec_rejects_bad_arguments(kwargs):
   args = {"seconds": 1.0, "batch_sizes": [1], "repeats": 1, **kwargs}
   with pytest.raises(ValueError, match="bench_codec needs"):
-    codec_benchmarks.bench_codec(SoundStreamConfig.tiny(), **args)
+    codec_benchmarks.bench_codec(size_config("soundstream", "tiny"), **args)
 
 
 def test_bench_codec_train_times_both_phases(tmp_path, capsys):
@@ -70,4 +70,4 @@ def test_bench_codec_train_times_both_phases(tmp_path, capsys):
 def test_bench_codec_train_rejects_bad_arguments(kwargs):
   args = {"seconds": 0.04, "batch_size": 1, "repeats": 1, **kwargs}
   with pytest.raises(ValueError, match="bench_codec_train needs"):
-    codec_benchmarks.bench_codec_train(SoundStreamConfig.tiny(), Partitioner(), **args)
+    codec_benchmarks.bench_codec_train(size_config("soundstream", "tiny"), Partitioner(), **args)

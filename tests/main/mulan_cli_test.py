@@ -12,8 +12,8 @@ import pytest
 import gin
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
-from musiclm_jax.jobs import mulan_quantizer as mulan_quantizer_job
 from musiclm_jax.main import cli
+from musiclm_jax.tokenizers.mulan.tokens import load_mulan_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,6 +74,6 @@ def test_mulan_then_quantizer_run_files_make_conditioning_tokens(data_dir, tmp_p
     "--gin.CODEBOOK_SIZE=4",
   )
   assert code == 0
-  tokenizer = mulan_quantizer_job.load_mulan_tokenizer(str(mulan_dir), str(rvq_dir))
+  tokenizer = load_mulan_tokenizer(str(mulan_dir), str(rvq_dir))
   tokens = tokenizer.text_tokens(["a calm violin melody over soft piano"])
   assert tokens.shape == (1, 3) and 0 <= tokens.min() and tokens.max() < 4

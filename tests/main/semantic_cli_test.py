@@ -13,8 +13,8 @@ import pytest
 import gin
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
-from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
 from musiclm_jax.main import cli
+from musiclm_jax.tokenizers.w2v_bert.semantic import load_semantic_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_w2v_bert_then_kmeans_run_files_make_a_semantic_tokenizer(data_dir, tmp_
     )
     == 0
   )
-  tokenizer = semantic_kmeans_job.load_semantic_tokenizer(str(w2v_dir), str(kmeans_dir))
+  tokenizer = load_semantic_tokenizer(str(w2v_dir), str(kmeans_dir))
   assert tokenizer.kmeans.metadata["layer"] == 2  # the tiny config's kmeans_layer
   audio = np.random.default_rng(0).uniform(-0.3, 0.3, (1, 24_000 * 2)).astype(np.float32)
   ids = tokenizer.semantic_tokens(audio)

@@ -8,16 +8,23 @@ Splits: 'train' and 'eval' (rows with is_audioset_eval true), or a split column'
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
 from collections.abc import Iterable
 
 from etils import epath
 
+from musiclm_jax.data import manifest
 from musiclm_jax.data.builders import base
 from musiclm_jax.data.manifest import ManifestRow, read_musiccaps_csv
 from musiclm_jax.data.skip_report import SkipReport
 
 CSV_NAME = "musiccaps-public.csv"
 CLIPS_SUBDIRS = ("audio", "clips", "wav", "wavs")
+# Every clip the CSV names that manual_dir lacks, beside skip_report.json: what to download.
+MISSING_CLIPS_NAME = "missing_clips.csv"
+MISSING_CLIPS_COLUMNS = ("ytid", "start_s", "end_s")
 
 _INSTRUCTIONS = f"""
 Put the MusicCaps CSV ({CSV_NAME} from https://www.kaggle.com/datasets/googleai/musiccaps,
@@ -25,7 +32,8 @@ header ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id
 is_balanced_subset,is_audioset_eval) in manual_dir, and the clips you downloaded in
 manual_dir/{{{",".join(CLIPS_SUBDIRS)}}}/ (the first that exists) or manual_dir itself, named
 {{ytid}}.wav or [{{ytid}}]-[{{start}}-{{end}}].wav (.flac, .ogg and .mp3 work too). Clips that are
-missing are skipped and counted in skip_report.json.
+missing are skipped and counted in skip_report.json, and listed (ytid,start_s,end_s) in
+missing_clips.csv beside it.
 """
 
 
@@ -34,6 +42,26 @@ def clips_dir(manual_dir: epath.Path, subdir: str | None) -> epath.Path:
   if subdir:
     return manual_dir / subdir
   return next((manual_dir / d for d in CLIPS_SUBDIRS if (manual_dir / d).is_dir()), manual_dir)
+
+
+def missing_clips_csv(csv_path: str, wheres: Iterable[str]) -> str:
+  """The CSV text (header ytid,start_s,end_s) of the MusicCaps rows at `wheres`.
+
+  Args:
+    csv_path: the MusicCaps CSV the rows were read from.
+    wheres: skip-report locations of rows, `f"{csv_path}:{line}"` (the line a record starts on).
+  """
+  lines = {int(where.rsplit(":", 1)[1]) for where in wheres}
+  records = manifest._csv_records(csv_path)  # the line numbering the skip report used
+  header = next((fields for _, fields in records if isinstance(fields, list)), [])
+  columns = [header.index(c) for c in MISSING_CLIPS_COLUMNS]
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(MISSING_CLIPS_COLUMNS)
+  for line, fields in records:
+    if line in lines and isinstance(fields, list):
+      writer.writerow([fields[c].strip() for c in columns])
+  return out.getvalue()
 
 
 class Musiccaps(base.AudioCaptionBuilder):
@@ -73,6 +101,8 @@ class Musiccaps(base.AudioCaptionBuilder):
 
   def _manifest_rows(self, manual_dir: epath.Path, report: SkipReport) -> Iterable[ManifestRow]:
     csv_path = base.find_manifest(manual_dir, self._manifest, (CSV_NAME,), (".csv",))
+    self._csv_path = str(csv_path)
+    report.list_every("missing_file")
     return read_musiccaps_csv(
       csv_path,
       clips_dir(manual_dir, self._clips_subdir),
@@ -81,3 +111,13 @@ class Musiccaps(base.AudioCaptionBuilder):
       split_column=self._split_column,
       eval_split_name=self._eval_split_name,
     )
+
+  def _write_report(self) -> None:
+    """Also writes missing_clips.csv (every missing clip, not the report's first examples)."""
+    missing = self._skip_report.every("missing_file")
+    if missing:
+      path = epath.Path(self.data_dir) / MISSING_CLIPS_NAME
+      path.write_text(missing_clips_csv(self._csv_path, missing))
+      self._skip_report.add_file("missing_clips", MISSING_CLIPS_NAME)
+      logging.info("%s: %d missing clips listed in %s", self.name, len(missing), path)
+    super()._write_report()

@@ -3,14 +3,17 @@ built with the plain generator and with Beam's DirectRunner, then read back with
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from musiclm_jax.data.builders import build
+from musiclm_jax.main import build_data
 from tests.data.builders.inputs import (
   ASPECTS,
   MUSICCAPS_KEPT,
@@ -93,3 +96,27 @@ def test_second_build_reuses_the_dataset_and_its_report(plain, musiccaps_dir):
   again = build.build_dataset("musiccaps", data_dir=plain.data_dir, manual_dir=str(musiccaps_dir))
   assert again.reused and again.splits == plain.splits
   assert again.report.to_dict() == plain.report.to_dict()
+
+
+def test_every_missing_clip_is_listed_beside_the_report(musiccaps_dir, tmp_path, capsys):
+  """More missing clips than the report keeps examples of: missing_clips.csv has them all."""
+  manual_dir = tmp_path / "manual"
+  shutil.copytree(musiccaps_dir, manual_dir)
+  csv_path = manual_dir / "musiccaps-public.csv"
+  extra = [(f"-missing{i:03d}", f"{i}", f"{i + 10}.5") for i in range(30)]
+  with open(csv_path, "a") as f:  # one caption over two lines: rows are found by record
+    for ytid, start, end in extra:
+      f.write(f'{ytid},{start},{end},"/m/0",[],"A caption\nover two lines.",4,False,False\n')
+  data_dir = tmp_path / "data"
+  argv = ["--dataset=musiccaps", f"--manual_dir={manual_dir}", f"--data_dir={data_dir}"]
+  assert build_data.main(argv) == 0
+  result = build.build_dataset("musiccaps", data_dir=str(data_dir), manual_dir=str(manual_dir))
+  assert result.reused and result.report.counts["missing_file"] == 31
+  assert len(result.report.to_dict()["examples"]["missing_file"]) == 20  # the cap
+  assert result.report.files == {"missing_clips": "missing_clips.csv"}
+  listed = pathlib.Path(result.dataset_dir) / "missing_clips.csv"
+  with open(listed, newline="") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ["ytid", "start_s", "end_s"]
+  assert rows[1:] == [["-0xzrMun0Rs", "30", "40"], *map(list, extra)]
+  assert f"missing clips: {listed}" in capsys.readouterr().out
