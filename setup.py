@@ -55,7 +55,14 @@ setuptools.setup(
     version="0.1.0",
     description="MusicLM (text to 24 kHz music) in JAX/Flax, trained and decoded at scale.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
+    # The top-level gin/ directory ships inside the wheel as `musiclm_jax.gin`, so `--gin_file=gin/...`
+    # resolves from any working directory after a plain `pip install .` (musiclm_jax/main/gin_utils.py).
+    packages=[
+        *setuptools.find_packages(include=["musiclm_jax", "musiclm_jax.*", "tasks", "tasks.*"]),
+        "musiclm_jax.gin",
+    ],
+    package_dir={"musiclm_jax.gin": "gin"},
+    package_data={"musiclm_jax.gin": ["**/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["musiclm-jax=musiclm_jax.main.cli:main"]},

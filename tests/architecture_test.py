@@ -9,6 +9,7 @@ import pytest
 
 from musiclm_jax import architecture
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from tests.size_configs import size_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +31,7 @@ def test_nested_dataclasses_and_tuples_round_trip():
 
 
 def test_real_codec_config_round_trips():
-  config = SoundStreamConfig.tiny()
+  config = size_config("soundstream", "tiny")
   assert architecture.from_json(SoundStreamConfig, architecture.to_json(config)) == config
 
 

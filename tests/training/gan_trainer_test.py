@@ -10,9 +10,9 @@ import pytest
 
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.training import optimizers
 from musiclm_jax.training.gan_trainer import DISCRIMINATOR, GENERATOR, GanTrainer
+from tests.size_configs import size_config
 
 SR = 24_000
 CROP = 480 * 8
@@ -29,7 +29,7 @@ def _adam(lr: float = 3e-3) -> optax.GradientTransformation:
 
 def _model(adversarial_start_step: int = 0) -> SoundStreamGAN:
   loss = CodecLossConfig(adversarial_start_step=adversarial_start_step)
-  return SoundStreamGAN(SoundStreamConfig.tiny(), loss, crop_samples=CROP)
+  return SoundStreamGAN(size_config("soundstream", "tiny"), loss, crop_samples=CROP)
 
 
 def _trainer(mesh: MeshConfig, optimizer: optax.GradientTransformation) -> GanTrainer:
