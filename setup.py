@@ -32,6 +32,11 @@ INSTALL_REQUIRES = [
     # MuLan's text tower: pretrained BERT-family checkpoints without torch (DESIGN §6).
     "safetensors>=0.4",
     "tokenizers>=0.19",
+    # `musiclm-jax evaluate` (DESIGN §10): chroma and onsets (librosa), note F1 (mir_eval), and what
+    # basic-pitch, installed with --no-deps by the Makefile, imports (resampy below its pin).
+    "librosa>=0.10",
+    "mir-eval>=0.8,<0.9",
+    "resampy>=0.2.2,<0.4.3",
 ]
 
 EXTRAS_REQUIRE = {
@@ -44,9 +49,8 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.6",
         "ruff>=0.17",
         "libtpu>=0.0.51",
-        # Test-only references: k-means inertia (scikit-learn), mel filterbank (librosa).
+        # Test-only reference: k-means inertia (scikit-learn).
         "scikit-learn>=1.5",
-        "librosa>=0.10",
     ],
 }
 

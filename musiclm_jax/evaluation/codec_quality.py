@@ -3,8 +3,11 @@
 `compare_with_opus(codec, clips)` decodes every clip with the codec at a few numbers of RVQ levels
 (1, the 4 coarse levels, all) and round-trips it through Opus (`opusenc`/`opusdec` of opus-tools)
 at 6 and 12 kbps, then scores each reconstruction against the original with the training metric
-`mel_distance` (mean |Δ log-mel|, lower is better) and SI-SNR (dB, higher is better). `musiclm-jax
-bench codec-quality` prints the table for BENCHMARKS.md.
+`mel_distance` (mean |Δ log-mel|, lower is better), SI-SNR (dB, higher is better) and frame-wise
+chroma cosine (do the notes survive; DESIGN §10), and, given each clip's MIDI, the note F1 of
+basic-pitch's transcription. An 'original' row scores the clips themselves: chroma 1 and the
+transcriber's own note F1, the ceiling of that column. `musiclm-jax bench codec-quality` prints the
+table for BENCHMARKS.md.
 
 Opus codes 48 kHz internally, so 24 kHz clips are resampled up with soxr, encoded, decoded at 48
 kHz (opusdec removes the encoder's pre-skip and trims to the original length using the final
@@ -141,16 +144,41 @@ def codec_reconstructions(
 
 
 def score(
-  reconstructions: np.ndarray, clips: np.ndarray, sample_rate: int
+  reconstructions: np.ndarray,
+  clips: np.ndarray,
+  sample_rate: int,
+  reference_notes: Sequence[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
   """Per-clip metrics of [n, samples] reconstructions against the [n, samples] clips.
 
+  Args:
+    reference_notes: each clip's notes ((onset_s, offset_s, pitch) rows, `notes.midi_notes`);
+      None: no note F1.
   Returns:
     {'mel_distance': float [n] (training metric, lower is better),
-     'si_snr_db': float [n] (higher is better)}.
+     'si_snr_db': float [n] (higher is better),
+     'chroma_cosine': float [n] (higher is better),
+     'note_f1': float [n] (with reference_notes; higher is better)}.
   """
+  from musiclm_jax.evaluation import music_stats, notes
+
   distance = mel_distance(jnp.asarray(reconstructions), jnp.asarray(clips), sample_rate)
-  return {"mel_distance": np.asarray(distance), "si_snr_db": si_snr(reconstructions, clips)}
+  metrics = {
+    "mel_distance": np.asarray(distance),
+    "si_snr_db": si_snr(reconstructions, clips),
+    "chroma_cosine": np.array(
+      [music_stats.chroma_cosine(r, c, sample_rate) for r, c in zip(reconstructions, clips)]
+    ),
+  }
+  if reference_notes is not None:
+    transcriber = notes.load_note_transcriber()
+    metrics["note_f1"] = np.array(
+      [
+        notes.note_scores(transcriber.transcribe(r, sample_rate), ref)["f1"]
+        for r, ref in zip(reconstructions, reference_notes)
+      ]
+    )
+  return metrics
 
 
 def reconstruction_distances(
@@ -200,13 +228,13 @@ def latent_errors(
   return out
 
 
-def _row(system: str, kbps: float, metrics: dict[str, np.ndarray], **extra) -> dict:
+def _row(system: str, kbps: float | None, metrics: dict[str, np.ndarray], **extra) -> dict:
+  means = {name: float(np.mean(values)) for name, values in metrics.items()}
   return {
     "system": system,
     **extra,
-    "kbps": round(kbps, 3),
-    "mel_distance": float(np.mean(metrics["mel_distance"])),
-    "si_snr_db": float(np.mean(metrics["si_snr_db"])),
+    "kbps": None if kbps is None else round(kbps, 3),
+    **means,
     "num_clips": len(metrics["mel_distance"]),
   }
 
@@ -222,8 +250,9 @@ def compare_with_opus(
   levels: Sequence[int] | None = None,
   opus_kbps: Sequence[float] = DEFAULT_OPUS_KBPS,
   round_trip: Callable[[np.ndarray, int, float], np.ndarray] = opus_round_trip,
+  reference_notes: Sequence[np.ndarray] | None = None,
 ) -> list[dict]:
-  """The quality table: the codec at each number of levels, then Opus at each bitrate.
+  """The quality table: the codec at each number of levels, Opus at each bitrate, the original.
 
   Args:
     codec: the codec to judge (e.g. `tokenizers.soundstream.codec.load_codec(model_dir)`).
@@ -231,9 +260,11 @@ def compare_with_opus(
     levels: RVQ levels to decode with (default `default_levels(codec)`).
     opus_kbps: Opus bitrates in kbit/s.
     round_trip: (audio [samples], sample_rate, kbps) -> decoded [samples]; Opus by default.
+    reference_notes: each clip's MIDI notes; adds note F1 (see `score`).
   Returns:
-    One dict per system, codec rows first: system ('soundstream' or 'opus'), levels (codec rows),
-    kbps, mel_distance and si_snr_db (means over clips), num_clips.
+    One dict per system, codec rows first: system ('soundstream', 'opus' or 'original'), levels
+    (codec rows), kbps, mel_distance, si_snr_db, chroma_cosine (and note_f1): means over clips,
+    num_clips.
   """
   clips = np.asarray(clips, np.float32)
   if clips.ndim != 2 or not clips.size:
@@ -241,11 +272,13 @@ def compare_with_opus(
   sr = codec.sample_rate
   rows = []
   decoded = codec_reconstructions(codec, clips, levels or default_levels(codec))
+  judge = lambda audio: score(audio, clips, sr, reference_notes)  # noqa: E731
   for n, audio in decoded.items():
-    rows.append(_row("soundstream", codec_kbps(codec, n), score(audio, clips, sr), levels=n))
+    rows.append(_row("soundstream", codec_kbps(codec, n), judge(audio), levels=n))
   for kbps in opus_kbps:
     audio = np.stack([round_trip(clip, sr, kbps) for clip in clips])
-    rows.append(_row("opus", kbps, score(audio, clips, sr), levels=None))
+    rows.append(_row("opus", kbps, judge(audio), levels=None))
+  rows.append(_row("original", None, judge(clips), levels=None))
   return rows
 
 
@@ -266,3 +299,38 @@ def held_out_clips(
   if len(clips) < num_clips:
     raise ValueError(f"Split {split!r} of {source.name} has only {len(clips)} usable clips.")
   return np.stack(clips)
+
+
+def corpus_clips_with_notes(
+  corpus_dir: str, split: str, num_clips: int, seconds: float, sample_rate: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+  """The first `seconds` of `num_clips` clips of a rendered corpus's split, with their MIDI notes.
+
+  Notes starting after the cut are dropped and offsets past it are clipped, so the reference
+  holds exactly what the clip does.
+
+  Returns:
+    (float32 [num_clips, samples] at `sample_rate`, [notes] one (onset, offset, pitch) array each).
+  Raises:
+    ValueError: the split has fewer usable clips of at least `seconds` with a MIDI beside them.
+  """
+  from musiclm_jax.evaluation import notes
+  from musiclm_jax.evaluation.clip_folders import read_clip_folder
+
+  folder = read_clip_folder(corpus_dir, sample_rate, split=split, max_seconds=seconds)
+  samples = round(seconds * sample_rate)
+  clips, references = [], []
+  for name, audio in zip(folder.names, folder.audio):
+    midi = os.path.join(folder.directory, f"{name}.mid")
+    if len(audio) < samples or not os.path.exists(midi):
+      continue
+    reference = notes.midi_notes(midi)
+    reference = reference[reference[:, 0] < seconds]
+    reference[:, 1] = np.minimum(reference[:, 1], seconds)
+    clips.append(audio[:samples])
+    references.append(reference)
+    if len(clips) == num_clips:
+      return np.stack(clips), references
+  raise ValueError(
+    f"Split {split!r} of {corpus_dir} has only {len(clips)} clips of {seconds:g} s with a MIDI."
+  )

@@ -4,7 +4,7 @@
 one's flags and an example. Each prints a markdown table and, with --out=FILE, writes the rows as
 JSON. The subcommands live by topic: bench_lm.py (a stage LM), bench_pipeline.py (feeding the
 stage LMs, text → music), bench_audio.py (render, SoundStream) and bench_tokens.py (w2v-BERT,
-MuLan, the tokenizer bundle).
+MuLan, the tokenizer bundle) and bench_music.py (`musiclm-jax evaluate`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from musiclm_jax.main import bench_audio, bench_lm, bench_pipeline, bench_tokens, gin_utils, paths
+from musiclm_jax.main import (
+  bench_audio,
+  bench_lm,
+  bench_music,
+  bench_pipeline,
+  bench_tokens,
+  gin_utils,
+  paths,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     epilog="example:\n  musiclm-jax bench train --gin_file=gin/models/semantic/tiny.gin",
   )
   subparsers = bench.add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
-  for module in (bench_lm, bench_pipeline, bench_audio, bench_tokens):
+  for module in (bench_lm, bench_pipeline, bench_audio, bench_tokens, bench_music):
     for add in module.SUBCOMMANDS:
       add(subparsers)
   return bench

@@ -114,13 +114,21 @@ def _codec_quality(args: argparse.Namespace, gin_files: list[str], bindings: lis
   if not os.path.isdir(args.model_dir):
     raise paths.PathError(f"--model_dir {args.model_dir}: no such folder (a codec training run)")
   codec = load_codec(args.model_dir)
-  source = AudioSource(args.dataset, args.data_dir, codec.sample_rate)
-  clips = codec_quality.held_out_clips(source, args.split, args.num_clips, args.seconds)
+  reference_notes = None
+  if args.corpus_dir:
+    clips, reference_notes = codec_quality.corpus_clips_with_notes(
+      args.corpus_dir, args.split, args.num_clips, args.seconds, codec.sample_rate
+    )
+    where = f"{args.corpus_dir} (note F1 against their MIDI)"
+  else:
+    source = AudioSource(args.dataset, args.data_dir, codec.sample_rate)
+    clips = codec_quality.held_out_clips(source, args.split, args.num_clips, args.seconds)
+    where = args.dataset
   print(
     f"codec-quality: {args.model_dir} ({codec.num_levels} levels × {codec.codebook_size} codes) "
-    f"vs Opus on {len(clips)} {args.split} clips × {args.seconds:g} s of {args.dataset}"
+    f"vs Opus on {len(clips)} {args.split} clips × {args.seconds:g} s of {where}"
   )
-  rows = codec_quality.compare_with_opus(codec, clips)
+  rows = codec_quality.compare_with_opus(codec, clips, reference_notes=reference_notes)
   cells = [{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
   print_rows([{k: "-" if v is None else v for k, v in r.items()} for r in cells])
   write_json(args.out, f"{os.cpu_count()} CPU cores", rows)
@@ -131,13 +139,17 @@ def add_codec_quality(subparsers: argparse._SubParsersAction) -> None:
   p = subcommand(
     subparsers,
     "codec-quality",
-    "a trained codec against Opus on held-out clips (mel distance at each bitrate)",
+    "a trained codec against Opus on held-out clips (mel distance, chroma, note F1 by bitrate)",
     "musiclm-jax bench codec-quality --model_dir=runs/soundstream_tiny "
     "--data_dir=data/tfds --num_clips=12",
     gin=False,
   )
   p.add_argument("--model_dir", required=True, help="the codec's training run")
   p.add_argument("--data_dir", help="TFDS data dir of the held-out clips")
+  p.add_argument(
+    "--corpus_dir",
+    help="instead of TFDS: a rendered corpus (musiccaps.csv + audio/ with MIDI): adds note F1",
+  )
   p.add_argument("--dataset", default="rendered_music/24khz")
   p.add_argument("--split", default="eval", help="the held-out split")
   p.add_argument("--num_clips", type=int, default=32)

@@ -12,7 +12,8 @@ verbs:
   compile     ahead-of-time compile a train step for a TPU topology (--topology=v5e:4x4)
   bench       speed and quality figures for BENCHMARKS.md (`musiclm-jax bench SUBCOMMAND --help`):
                 train, decode (stage LMs), codec, codec-train, codec-quality (SoundStream),
-                semantic (w2v-BERT + k-means), mulan, render, tokenize, input-pipeline, pipeline
+                semantic (w2v-BERT + k-means), mulan, render, tokenize, input-pipeline, pipeline,
+                evaluate (the music metrics)
   quickstart  the whole pipeline on a rendered corpus: tokenizers, token cache, stage LMs, music
   tokenize    cache the token streams of audio datasets (seqio cache job on Apache Beam)
   render      render music21 scores to a captioned 24 kHz corpus (MusicCaps layout)
@@ -20,6 +21,7 @@ verbs:
   spectrogram waveform + log-mel PNGs of audio files
   generate    one piece of music from a text prompt ("TEXT" --seconds=10 --out=out.wav)
   infer       batch decoding of a prompts JSONL file, sharded and resumable (--prompts --out_dir)
+  evaluate    FAD_musicnn, KLD, chroma, note F1, MCC of generated music against reference clips
 
 `musiclm-jax VERB --help` shows a verb's flags, its gin flags and an example launch command.
 exit codes: 0 ok; 1 infer: some prompts not generated (see its errors file); 2 bad usage,
@@ -87,6 +89,12 @@ def _infer(argv):
   return infer.main(argv)
 
 
+def _evaluate(argv):
+  from musiclm_jax.main import evaluate
+
+  return evaluate.main(argv)
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "train": _train,
   "compile": _compile,
@@ -98,6 +106,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "spectrogram": _spectrogram,
   "generate": _generate,
   "infer": _infer,
+  "evaluate": _evaluate,
 }
 
 

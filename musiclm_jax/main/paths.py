@@ -1,6 +1,7 @@
-"""Output paths given on the command line, checked before any work (and any model load).
+"""Paths given on the command line, checked before any work (and any model load).
 
-A verb calls `check_output_dir` / `check_output_file` on what it will write; a path that cannot
+A verb calls `check_output_dir` / `check_output_file` on what it will write, and
+`check_input_dir` / `check_input_file` on what it will read; a path that cannot
 be used raises `PathError`, which `cli.main` turns into one line on stderr and exit code 2.
 """
 
@@ -67,3 +68,31 @@ def check_output_file(path: str, what: str) -> None:
   if os.path.isdir(path):
     raise PathError(f"{what} {path}: is a folder, not a file")
   _check_can_create(os.path.dirname(os.path.abspath(path)), path, what)
+
+
+def check_input_dir(path: str, what: str) -> None:
+  """Checks that folder `path` exists (remote paths are left to their readers).
+
+  Raises:
+    PathError: `path` does not exist or is a file.
+  """
+  if _remote(path):
+    return
+  if not os.path.exists(path):
+    raise PathError(f"{what} {path}: no such folder")
+  if not os.path.isdir(path):
+    raise PathError(f"{what} {path}: is a file, not a folder")
+
+
+def check_input_file(path: str, what: str) -> None:
+  """Checks that file `path` exists and is a file.
+
+  Raises:
+    PathError: `path` does not exist or is a folder.
+  """
+  if _remote(path):
+    return
+  if not os.path.exists(path):
+    raise PathError(f"{what} {path}: no such file")
+  if os.path.isdir(path):
+    raise PathError(f"{what} {path}: is a folder, not a file")

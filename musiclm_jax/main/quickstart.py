@@ -10,9 +10,11 @@ in this process with the same gin files:
   5. train  x3         the semantic, coarse and fine stage LMs
   6. infer             a few prompts (one a two-segment story) to WAVs
   7. spectrogram       a PNG of each WAV
+  8. evaluate          the music against the held-out clips (FAD_musicnn, KLD, MCC, statistics)
 
 then a summary table (each model's final loss, MuLan retrieval on held-out clips, codec
-reconstruction distance, time per step) in OUT/summary.md and OUT/summary.json. A step whose
+reconstruction distance, time per step, and one line on how far the music is from the held-out
+clips) in OUT/summary.md and OUT/summary.json. A step whose
 output already exists is skipped, so a rerun resumes (and a finished run only prints the summary).
 `--size=ci` is the same pipeline, smaller, for the end-to-end test.
 """
@@ -173,6 +175,10 @@ class Layout:
   def prompts(self) -> str:
     return os.path.join(self.out, "prompts.jsonl")
 
+  @property
+  def evaluation(self) -> str:
+    return os.path.join(self.out, "evaluation.json")
+
   def tokenizer(self, piece: str) -> str:
     """piece: codec, w2v_bert, kmeans, mulan or mulan_quantizer (gin/tokenizers/bundle.gin)."""
     return os.path.join(self.tokenizers, piece)
@@ -329,9 +335,19 @@ def _music_steps(at: Layout, size: Size) -> list[Step]:
   )
   wavs = [os.path.join(at.music, f"{i}.wav") for i in ids]
   pngs = [os.path.join(at.music, f"{i}.png") for i in ids]
+  evaluate = (
+    "evaluate",
+    f"--generated_dir={at.music}",
+    f"--reference_dir={at.rendered}",
+    "--reference_split=eval",
+    f"--prompts={at.prompts}",
+    f"--tokenizers_dir={at.tokenizers}",
+    f"--out={at.evaluation}",
+  )
   return [
     Step("infer", infer, _generated(at.music, ids)),
     Step("spectrogram", ("spectrogram", *wavs, f"--out_dir={at.music}"), _exists(*pngs)),
+    Step("evaluate", evaluate, _exists(at.evaluation)),
   ]
 
 
@@ -489,6 +505,29 @@ def _music_rows(at: Layout, size: Size) -> list[list[str]]:
   return rows
 
 
+def _music_verdict(at: Layout) -> str:
+  """One line: the generated music's scores beside the held-out clips' own and white noise's."""
+  report = _read_json(at.evaluation)
+  if report is None:
+    return "Not evaluated yet."
+  scale = report.get("scale", {})
+  halves, noise = scale.get("reference_halves", {}), scale.get("white_noise", {})
+  stats = report.get("statistics", {})
+  generated, reference = stats.get("generated", {}), stats.get("reference", {})
+  parts = [
+    f"FAD_musicnn {_fmt(report.get('fad_musicnn'))} (held-out halves {_fmt(halves.get('fad_musicnn'))}, "
+    f"white noise {_fmt(noise.get('fad_musicnn'))})",
+    f"KLD {_fmt(report.get('kld_musicnn'))} (noise {_fmt(noise.get('kld_musicnn'))})",
+  ]
+  if "mcc" in report:
+    parts.append(f"MCC {_fmt(report['mcc'])} (chance {_fmt(report.get('mcc_chance'))})")
+  if "instrument_auc" in report:
+    parts.append(f"instrument AUC {_fmt(report['instrument_auc'])} (chance 0.5)")
+  for key, label in (("chroma_change_per_s", "chroma change/s"), ("tonal_fraction", "tonal")):
+    parts.append(f"{label} {_fmt(generated.get(key))} (held-out {_fmt(reference.get(key))})")
+  return "Music vs held-out clips: " + "; ".join(parts) + f". Details: {at.evaluation}"
+
+
 def _step_rows(steps: Sequence[Step], ran: dict, seconds: dict) -> list[list[str]]:
   rows = []
   for step in steps:
@@ -514,6 +553,7 @@ def summarize(out_dir: str, size: Size, steps: Sequence[Step], ran: dict, total:
       f"# musiclm-jax quickstart: {out_dir}",
       _table(["model", "steps", "final train loss", "held out", "time per step"], models),
       _table(["id", "prompt", "seconds", "wav", "spectrogram"], music),
+      _music_verdict(at),
       _table(["step", "this run", "wall s (when it ran)", "CPU s"], step_rows)
       + f"\n\nThis run: {total:.0f} s.",
       "Equivalent commands:\n\n```bash\n" + "\n".join(s.command() for s in steps) + "\n```",
@@ -524,6 +564,7 @@ def summarize(out_dir: str, size: Size, steps: Sequence[Step], ran: dict, total:
   summary = {
     "models": [dict(zip(["model", "steps", "loss", "held_out", "step_time"], r)) for r in models],
     "music": [dict(zip(["id", "text", "seconds", "wav", "png"], r)) for r in music],
+    "evaluation": _read_json(at.evaluation),
     "steps": {r[0]: {"status": r[1], **seconds.get(r[0], {})} for r in step_rows},
     "commands": [s.command() for s in steps],
     "seconds": total,

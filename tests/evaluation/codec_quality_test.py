@@ -100,12 +100,14 @@ def test_comparison_rows_of_a_random_codec(clip):
     ("soundstream", 6, 1.2),
     ("opus", None, 6.0),
     ("opus", None, 12.0),
+    ("original", None, None),
   ]
-  assert all(
-    r["num_clips"] == 2 and np.isfinite([r["mel_distance"], r["si_snr_db"]]).all() for r in rows
-  )
-  # An untrained codec is far worse than Opus at 12 kbps.
-  assert rows[2]["mel_distance"] > rows[-1]["mel_distance"]
+  metrics = ("mel_distance", "si_snr_db", "chroma_cosine")
+  assert all(r["num_clips"] == 2 and np.isfinite([r[k] for k in metrics]).all() for r in rows)
+  assert rows[-1]["chroma_cosine"] == pytest.approx(1.0) and rows[-1]["mel_distance"] < 1e-6
+  # An untrained codec is far worse than Opus at 12 kbps, notes included.
+  assert rows[2]["mel_distance"] > rows[-2]["mel_distance"]
+  assert rows[2]["chroma_cosine"] < rows[-2]["chroma_cosine"]
 
 
 @needs_opus
@@ -133,5 +135,12 @@ def test_bench_codec_quality_on_a_codec_trained_one_step(rendered, tmp_path, cap
   argv += ["--num_clips=1", "--seconds=1", f"--json={out}"]
   assert cli.main(argv) == 0
   rows = json.loads(out.read_text())["rows"]
-  assert [r["system"] for r in rows] == ["soundstream"] * 3 + ["opus"] * 2
+  assert [r["system"] for r in rows] == ["soundstream"] * 3 + ["opus"] * 2 + ["original"]
   assert "| opus |" in capsys.readouterr().out
+  # From the rendered corpus itself: the clips' MIDI gives note F1 (the original's is the ceiling).
+  argv = ["bench", "codec-quality", f"--model_dir={model_dir}", f"--corpus_dir={rendered}"]
+  argv += ["--split=train", "--num_clips=2", "--seconds=2", f"--json={out}"]
+  assert cli.main(argv) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert all(0.0 <= r["note_f1"] <= 1.0 for r in rows)
+  assert rows[-1]["note_f1"] > rows[0]["note_f1"]

@@ -8,7 +8,7 @@ import pytest
 from musiclm_jax.main import bench, cli
 
 GIN_VERBS = ["train", "infer", "generate", "compile", "tokenize"]
-OTHER_VERBS = ["quickstart", "render", "build-data", "spectrogram"]
+OTHER_VERBS = ["quickstart", "render", "build-data", "spectrogram", "evaluate"]
 BENCH = sorted(bench.parser()._subparsers._group_actions[0].choices)
 
 
@@ -29,7 +29,7 @@ def _example(text: str) -> str:
 def test_gin_verbs_help_shows_the_gin_flags_and_an_example(capsys, argv):
   text = _help(capsys, argv)
   for flag in ("--gin_file=FILE", "--gin.KEY=VALUE", "--gin_bindings", "--gin_search_path"):
-    if argv[-1] not in ("render", "codec-quality"):  # the two bench subcommands without gin
+    if argv[-1] not in ("render", "codec-quality", "evaluate"):  # bench subcommands without gin
       assert flag in text, (flag, text)
   assert _example(text).startswith(f"musiclm-jax {' '.join(argv)} ")
 
@@ -42,7 +42,7 @@ def test_other_verbs_help_shows_an_example(capsys, verb):
 def test_top_level_help_names_every_bench_subcommand(capsys):
   assert cli.main(["--help"]) == 0
   text = capsys.readouterr().out
-  assert len(BENCH) == 11
+  assert len(BENCH) == 12
   for name in BENCH:
     assert f" {name}" in text, name
   assert "exit codes" in text

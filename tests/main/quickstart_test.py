@@ -1,7 +1,7 @@
 """`musiclm-jax quickstart --size=ci`: audio to music end to end, then a rerun that resumes.
 
 The ci size is the `make quickstart` pipeline with every step kept (render, build-data, the five
-tokenizer jobs, tokenize, the three stage LMs, infer, spectrogram) and two optimizer steps per
+tokenizer jobs, tokenize, the three stage LMs, infer, spectrogram, evaluate) and two optimizer steps per
 model, so nearly all of its time is compiling.
 """
 
@@ -70,18 +70,31 @@ def _check_models(out_dir: Path) -> None:
   assert (out_dir / "tokenizers" / "kmeans" / "kmeans.npz").is_file()
 
 
+def _check_evaluation(summary: dict) -> None:
+  """The music was scored against the held-out split, each number beside its scale."""
+  report = summary["evaluation"]
+  assert report["num_generated"] == 3 and report["num_reference"] >= 1
+  assert report["reference_split"] == "eval"
+  assert math.isfinite(report["fad_musicnn"]) and report["fad_musicnn"] >= 0
+  assert math.isfinite(report["scale"]["white_noise"]["fad_musicnn"])
+  assert -1.0 <= report["mcc"] <= 1.0 and math.isfinite(report["mcc_chance"])
+  assert report["prompt_units"] == 4  # chorale, fiddle and the story's two segments
+
+
 def test_quickstart_makes_music_then_resumes_instead_of_redoing(tmp_path, capsys):
   out_dir = tmp_path / "quickstart"
   first = _run(out_dir)
   output = capsys.readouterr().out
   summary = json.loads((out_dir / "summary.json").read_text())
   names = [step.name for step in quickstart.plan(str(out_dir), quickstart.SIZES["ci"])]
-  assert list(summary["steps"]) == names and len(names) == 13
+  assert list(summary["steps"]) == names and len(names) == 14
   assert all(step["status"] == "ran" for step in summary["steps"].values())
   _check_music(out_dir, summary)
   _check_models(out_dir)
+  _check_evaluation(summary)
   markdown = (out_dir / "summary.md").read_text()
   assert "| semantic LM | 2 |" in markdown and "text→audio R@1" in markdown
+  assert "Music vs held-out clips: FAD_musicnn" in markdown
   # The equivalent commands are printed, the same gin files a run at scale uses.
   assert "$ musiclm-jax train --gin_file=gin/models/coarse/tiny.gin" in output
   assert "musiclm-jax infer --gin_file=gin/runs/infer.gin" in markdown
@@ -90,7 +103,7 @@ def test_quickstart_makes_music_then_resumes_instead_of_redoing(tmp_path, capsys
   output = capsys.readouterr().out
   summary = json.loads((out_dir / "summary.json").read_text())
   assert all(step["status"] == "skipped" for step in summary["steps"].values())
-  assert "step 2/2" not in output and output.count("skipped, its output exists") == 13
+  assert "step 2/2" not in output and output.count("skipped, its output exists") == 14
   assert second < 0.2 * first, (first, second)
 
   # Another size would mix models of two sizes in one directory: refused.

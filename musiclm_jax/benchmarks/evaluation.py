@@ -1,0 +1,58 @@
+"""How long `musiclm-jax evaluate` takes, and where the time goes (`musiclm-jax bench evaluate`).
+
+Renders two sets of clips from the music21 corpus (different seeds: 'generated' and 'reference',
+MIDI beside each), times each model of the evaluation alone on the generated set, then the whole
+report end to end (both folders, the white-noise and shuffled scales, note F1 against the MIDI).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.evaluation import music_report, music_stats, notes
+from musiclm_jax.evaluation.clip_folders import read_clip_folder
+from musiclm_jax.evaluation.musicnn import load_musicnn
+
+
+def _render(out_dir: str, num_clips: int, seconds: float, seed: int) -> str:
+  render_corpus(out_dir, num_clips=num_clips, clip_seconds=seconds, seed=seed, progress=False)
+  return os.path.join(out_dir, "audio")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def bench_evaluate(num_clips: int, seconds: float) -> list[dict[str, Any]]:
+  """Rows {part, seconds, clips_per_s} for each model and for the whole report."""
+  with tempfile.TemporaryDirectory() as tmp:
+    generated_dir = _render(os.path.join(tmp, "generated"), num_clips, seconds, seed=1)
+    reference_dir = _render(os.path.join(tmp, "reference"), num_clips, seconds, seed=2)
+    clips = read_clip_folder(generated_dir)
+    audio, rate = list(clips.audio), clips.sample_rate
+    tagger, transcriber = load_musicnn(), notes.load_note_transcriber()
+    tagger.analyze(audio[:1], rate)  # compile once, as a warm process would have
+    transcriber.transcribe(audio[0], rate)
+    parts = {
+      "read folder (load + resample)": lambda: read_clip_folder(generated_dir),
+      "musicnn tags + embeddings": lambda: tagger.analyze(audio, rate),
+      "basic-pitch transcription": lambda: [transcriber.transcribe(a, rate) for a in audio],
+      "chroma + statistics": lambda: [music_stats.music_statistics(a, rate) for a in audio],
+      "evaluate (whole report)": lambda: music_report.evaluate_folders(
+        generated_dir, reference_dir
+      ),
+    }
+    rows = []
+    for part, fn in parts.items():
+      took = _timed(fn)
+      rows.append(
+        {"part": part, "clips": len(audio), "seconds": took, "clips_per_s": len(audio) / took}
+      )
+    return rows

@@ -1,0 +1,446 @@
+"""`evaluate_folders`: every number about generated music that DESIGN §10 asks for, with its scale.
+
+Given a folder of generated clips G and one of reference clips R (held-out music), it reports:
+
+- `fad_musicnn`: Fréchet distance between Gaussians fitted to musicnn's 200-d penultimate
+  embeddings of the 3 s windows of G and of R. musicnn (MagnaTagATune) stands in for VGGish,
+  whose weights no package ships: the number is *not* comparable with published FAD_VGG figures.
+- `kld_musicnn`: per pair of same-named clips, KL(reference tags || generated tags), averaged (the
+  paper's pairing); without pairs, the KL between the two sets' mean tag distributions, which is
+  always reported as `kld_musicnn_sets`.
+- `chroma_cosine` (same-named pairs): frame-wise chroma cosine of each generated clip with its
+  reference (MusicGen's measure), `chroma_correlation` the same on frame-centred chroma (noise ~0),
+  and `chroma_cosine_melody` / `chroma_correlation_melody` with the same-named melody prompt in M.
+- `note_precision` / `note_recall` / `note_f1`: basic-pitch's transcription of each generated clip
+  against `<name>.mid` in M or R (the renderer writes one per clip), onset within 50 ms and the
+  same pitch.
+- `mcc` / `mcc_chance` (prompts + tokenizers): MuLan cosine between each prompt's text and its
+  clip (a story: each segment with its own stretch of audio), and the mean over mismatched pairs.
+- `instrument_auc` (prompts): for prompts naming an instrument that is one of the tagger's tags,
+  the AUC of that tag's score on the clips made for it against the clips made for other prompts;
+  an independent judge of text adherence (MuLan scores itself in MCC).
+- `statistics`: reference-free numbers of G and of R (chroma change per second, onset rate, tonal
+  fraction).
+
+`scale` holds the same metrics where they have a meaning for: the reference split in two halves
+(the floor a generator of R's own distribution would reach at half the set size), white noise of
+the generated clips' lengths and loudness in place of G, and a shuffled pairing of G with R (the
+chance level of the paired metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from musiclm_jax.data import audio_io
+from musiclm_jax.evaluation import distances, music_stats, notes
+from musiclm_jax.evaluation.clip_folders import ClipFolder, read_clip_folder
+from musiclm_jax.evaluation.musicnn import MusicnnTagger, TaggerOutput, load_musicnn
+
+# MagnaTagATune tags that name an instrument (or family) a prompt can ask for, and the words of a
+# prompt that ask for it (whole words; a trailing 's' is optional).
+INSTRUMENT_TAGS = {
+  "guitar": ("guitar",),
+  "strings": ("string", "string quartet", "string orchestra"),
+  "drums": ("drum", "percussion"),
+  "piano": ("piano",),
+  "violin": ("violin", "fiddle"),
+  "synth": ("synth", "synthesizer"),
+  "harpsichord": ("harpsichord",),
+  "flute": ("flute",),
+  "sitar": ("sitar",),
+  "harp": ("harp",),
+  "cello": ("cello",),
+  "choir": ("choir", "choral"),
+}
+STATISTICS = ("chroma_change_per_s", "onset_rate_per_s", "tonal_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+  """How `evaluate_folders` reads and scores clips.
+
+  Attributes:
+    sample_rate: the rate every clip is loaded at (each model resamples from it).
+    max_seconds: clips are cut here.
+    onset_tolerance_s: a transcribed note counts when its onset is this close (mir_eval: 50 ms).
+    noise_transcriptions: the white-noise scale of note F1 transcribes at most this many clips
+      (basic-pitch is the slowest model here; the noise scale needs no more to be clear).
+    seed: of the white noise and of the shuffled pairing.
+  """
+
+  sample_rate: int = audio_io.DEFAULT_SAMPLE_RATE
+  max_seconds: float = 30.0
+  onset_tolerance_s: float = 0.05
+  noise_transcriptions: int = 16
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptUnit:
+  """A text and the audio made for it: a prompt's whole clip, or one story segment's stretch."""
+
+  name: str
+  text: str
+  audio: np.ndarray
+
+
+# -- musicnn: FAD and KLD ----------------------------------------------------------------------------
+
+
+def _embeddings(outputs: Sequence[TaggerOutput]) -> np.ndarray:
+  return np.concatenate([o.embeddings for o in outputs], axis=0)
+
+
+def _set_kld(reference: Sequence[TaggerOutput], generated: Sequence[TaggerOutput]) -> float:
+  mean_tags = lambda outs: np.concatenate([o.tags for o in outs]).mean(axis=0)  # noqa: E731
+  return distances.kl_divergence(mean_tags(reference), mean_tags(generated))
+
+
+def _paired_kld(
+  reference: Sequence[TaggerOutput], generated: Sequence[TaggerOutput], pairs: Sequence[tuple]
+) -> float:
+  return float(
+    np.mean([distances.kl_divergence(reference[r].tags, generated[g].tags) for g, r in pairs])
+  )
+
+
+def tagger_metrics(
+  generated: Sequence[TaggerOutput], reference: Sequence[TaggerOutput], pairs: Sequence[tuple]
+) -> dict[str, float]:
+  """fad_musicnn, kld_musicnn_sets and (with pairs (g, r)) kld_musicnn_paired."""
+  metrics = {
+    "fad_musicnn": distances.frechet_distance(_embeddings(generated), _embeddings(reference)),
+    "kld_musicnn_sets": _set_kld(reference, generated),
+  }
+  if pairs:
+    metrics["kld_musicnn_paired"] = _paired_kld(reference, generated, pairs)
+  return metrics
+
+
+# -- chroma, notes and statistics --------------------------------------------------------------------
+
+
+def paired_chroma(
+  generated: Sequence[np.ndarray], other: Sequence[np.ndarray], pairs: Sequence[tuple], rate: int
+) -> dict[str, float]:
+  """Mean chroma cosine and correlation of generated[g] with other[o] over (g, o) pairs."""
+  return {
+    name: float(np.mean([fn(generated[g], other[o], rate) for g, o in pairs]))
+    for name, fn in (
+      ("chroma_cosine", music_stats.chroma_cosine),
+      ("chroma_correlation", music_stats.chroma_correlation),
+    )
+  }
+
+
+def note_metrics(
+  transcriptions: Sequence[np.ndarray], references: Sequence[np.ndarray], tolerance: float
+) -> dict[str, float]:
+  """Mean note precision / recall / F1 of transcriptions against reference notes, pair by pair."""
+  scores = [
+    notes.note_scores(t, r, onset_tolerance=tolerance) for t, r in zip(transcriptions, references)
+  ]
+  return {
+    f"note_{k}": float(np.mean([s[k] for s in scores])) for k in ("precision", "recall", "f1")
+  }
+
+
+def mean_statistics(clips: Sequence[np.ndarray], rate: int) -> dict[str, float]:
+  """The reference-free statistics averaged over clips."""
+  per_clip = [music_stats.music_statistics(c, rate) for c in clips]
+  return {k: float(np.mean([s[k] for s in per_clip])) for k in STATISTICS}
+
+
+# -- prompts: MCC and instrument adherence ----------------------------------------------------------
+
+
+def prompt_units(prompts_path: str, generated: ClipFolder) -> tuple[list[PromptUnit], list[str]]:
+  """(a unit per prompt, or per story segment, whose clip `<id>` is in G; ids with no clip)."""
+  from musiclm_jax.decoding.prompts import parse_prompts
+
+  prompts, _ = parse_prompts(prompts_path)
+  index, rate = generated.index(), generated.sample_rate
+  units, missing = [], []
+  for prompt in prompts:
+    if prompt.id not in index:
+      missing.append(prompt.id)
+      continue
+    audio = generated.audio[index[prompt.id]]
+    start = 0
+    for i, segment in enumerate(prompt.segments):
+      stop = len(audio) if i == len(prompt.segments) - 1 else start + round(segment.seconds * rate)
+      name = prompt.id if len(prompt.segments) == 1 else f"{prompt.id}/{i}"
+      if stop > start:
+        units.append(PromptUnit(name, segment.text, audio[start:stop]))
+      start = stop
+  return units, missing
+
+
+def named_instruments(text: str, labels: Sequence[str]) -> set[str]:
+  """The instrument tags a prompt names, e.g. {'violin'} for 'a folk fiddle tune'."""
+  text = text.lower()
+  return {
+    tag
+    for tag, words in INSTRUMENT_TAGS.items()
+    if tag in labels and any(re.search(rf"\b{re.escape(w)}s?\b", text) for w in words)
+  }
+
+
+def instrument_adherence(
+  units: Sequence[PromptUnit], unit_tags: Sequence[np.ndarray], labels: Sequence[str]
+) -> dict[str, Any]:
+  """Macro AUC over named instrument tags (each needs a clip naming it and one that does not)."""
+  named = [named_instruments(u.text, labels) for u in units]
+  per_tag = {}
+  for tag in sorted(set().union(*named)) if named else []:
+    column = labels.index(tag)
+    scores = np.array([tags[:, column].mean() for tags in unit_tags])
+    positive = np.array([tag in n for n in named])
+    if positive.all():
+      continue
+    per_tag[tag] = distances.auc(scores[positive], scores[~positive])
+  if not per_tag:
+    return {}
+  return {
+    "instrument_auc": float(np.mean(list(per_tag.values()))),
+    "instrument_auc_per_tag": per_tag,
+  }
+
+
+def mulan_consistency(
+  units: Sequence[PromptUnit], tokenizers_dir: str, rate: int
+) -> dict[str, float]:
+  """MCC and its shuffled-pairing chance level with the MuLan of a tokenizer bundle."""
+  from musiclm_jax.tokenizers.mulan.tokens import load_mulan_tokenizer
+
+  mulan = load_mulan_tokenizer(
+    os.path.join(tokenizers_dir, "mulan"), os.path.join(tokenizers_dir, "mulan_quantizer")
+  )
+  mulan_rate = mulan.config.audio.sample_rate
+  audio = [audio_io.resample(u.audio, rate, mulan_rate) for u in units]
+  audio_embeddings = np.zeros((len(units), mulan.config.embed_dim), np.float32)
+  for length in sorted({len(a) for a in audio}):  # one compile per distinct length
+    rows = [i for i, a in enumerate(audio) if len(a) == length]
+    audio_embeddings[rows] = mulan.audio_embedding(np.stack([audio[i] for i in rows]))
+  text_embeddings = mulan.text_embedding([u.text for u in units])
+  mcc, chance = distances.paired_and_chance_cosine(text_embeddings, audio_embeddings)
+  return {"mcc": mcc, "mcc_chance": chance}
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def _pairs(generated: ClipFolder, other: ClipFolder | None) -> list[tuple[int, int]]:
+  if other is None:
+    return []
+  index = other.index()
+  return [(g, index[name]) for g, name in enumerate(generated.names) if name in index]
+
+
+def shuffled(pairs: Sequence[tuple[int, int]], seed: int) -> list[tuple[int, int]]:
+  """The same generated clips, each paired with another pair's partner (a seeded derangement)."""
+  if len(pairs) < 2:
+    return []
+  rng = np.random.default_rng(seed)
+  shift = int(rng.integers(1, len(pairs)))
+  order = rng.permutation(len(pairs))
+  return [
+    (pairs[order[i]][0], pairs[order[(i + shift) % len(pairs)]][1]) for i in range(len(pairs))
+  ]
+
+
+def white_noise_like(clips: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
+  """Gaussian noise with each clip's length and RMS (seeded)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for clip in clips:
+    rms = max(float(np.sqrt(np.mean(np.square(clip, dtype=np.float64)))), 1e-3)
+    out.append((rng.standard_normal(len(clip)) * rms).astype(np.float32))
+  return out
+
+
+def _midi_for(name: str, folders: Sequence[ClipFolder | None]) -> str | None:
+  for folder in folders:
+    if folder is not None:
+      path = os.path.join(folder.directory, f"{name}.mid")
+      if os.path.exists(path):
+        return path
+  return None
+
+
+@dataclasses.dataclass
+class _Context:
+  """What the report's sections share: the clips, the tagger's outputs, the settings."""
+
+  generated: ClipFolder
+  reference: ClipFolder
+  melody: ClipFolder | None
+  tagger: MusicnnTagger
+  generated_tags: list[TaggerOutput]
+  reference_tags: list[TaggerOutput]
+  noise: list[np.ndarray]
+  noise_tags: list[TaggerOutput]
+  settings: EvaluationSettings
+  log: Callable[[str], None]
+
+  @property
+  def rate(self) -> int:
+    return self.generated.sample_rate
+
+
+def _tagger_section(c: _Context) -> tuple[dict, dict]:
+  pairs = _pairs(c.generated, c.reference)
+  report = tagger_metrics(c.generated_tags, c.reference_tags, pairs)
+  report["kld_musicnn"] = report.get("kld_musicnn_paired", report["kld_musicnn_sets"])
+  half_a, half_b = c.reference_tags[0::2], c.reference_tags[1::2]
+  scale: dict[str, dict] = {"reference_halves": {}, "white_noise": {}, "shuffled_pairing": {}}
+  if half_b:
+    scale["reference_halves"] = tagger_metrics(half_a, half_b, [])
+  noise = tagger_metrics(c.noise_tags, c.reference_tags, pairs)
+  noise["kld_musicnn"] = noise.get("kld_musicnn_paired", noise["kld_musicnn_sets"])
+  scale["white_noise"] = noise
+  if pairs:
+    chance = _paired_kld(c.reference_tags, c.generated_tags, shuffled(pairs, c.settings.seed))
+    scale["shuffled_pairing"]["kld_musicnn"] = chance
+  return report, scale
+
+
+def _suffixed(metrics: dict[str, float], suffix: str) -> dict[str, float]:
+  return {k + suffix: v for k, v in metrics.items()}
+
+
+def _chroma_section(c: _Context) -> tuple[dict, dict]:
+  report: dict[str, float] = {}
+  scale: dict[str, dict] = {"white_noise": {}, "shuffled_pairing": {}}
+  for suffix, other in (("", c.reference), ("_melody", c.melody)):
+    pairs = _pairs(c.generated, other)
+    if not pairs:
+      continue
+    rename = functools.partial(_suffixed, suffix=suffix)
+    report.update(rename(paired_chroma(c.generated.audio, other.audio, pairs, c.rate)))
+    scale["white_noise"].update(rename(paired_chroma(c.noise, other.audio, pairs, c.rate)))
+    chance = shuffled(pairs, c.settings.seed)
+    if chance:
+      chance_chroma = paired_chroma(c.generated.audio, other.audio, chance, c.rate)
+      scale["shuffled_pairing"].update(rename(chance_chroma))
+  return report, scale
+
+
+def _notes_section(c: _Context) -> tuple[dict, dict]:
+  folders = (c.melody, c.reference)
+  with_midi = [(g, _midi_for(n, folders)) for g, n in enumerate(c.generated.names)]
+  with_midi = [(g, path) for g, path in with_midi if path is not None]
+  if not with_midi:
+    return {}, {}
+  c.log(f"transcribing {len(with_midi)} generated clips with a MIDI reference (basic-pitch)")
+  transcriber = notes.load_note_transcriber()
+  references = [notes.midi_notes(path) for _, path in with_midi]
+  generated = [transcriber.transcribe(c.generated.audio[g], c.rate) for g, _ in with_midi]
+  tolerance = c.settings.onset_tolerance_s
+  report = note_metrics(generated, references, tolerance)
+  report["note_clips"] = len(with_midi)
+  scale: dict[str, dict] = {}
+  few = with_midi[: c.settings.noise_transcriptions]
+  noise = [transcriber.transcribe(c.noise[g], c.rate) for g, _ in few]
+  scale["white_noise"] = note_metrics(noise, references[: len(few)], tolerance)
+  if len(references) > 1:
+    rolled = references[1:] + references[:1]  # each clip against another clip's notes
+    scale["shuffled_pairing"] = note_metrics(generated, rolled, tolerance)
+  return report, scale
+
+
+def _prompt_section(c: _Context, prompts_path: str, tokenizers_dir: str | None) -> dict:
+  units, missing = prompt_units(prompts_path, c.generated)
+  report: dict[str, Any] = {"prompt_units": len(units), "prompts_without_clip": missing}
+  if not units:
+    return report
+  index = c.generated.index()
+  whole = {u.name: index[u.name] for u in units if u.name in index}
+  to_tag = [u.audio for u in units if u.name not in whole]
+  extra = iter(c.tagger.analyze(to_tag, c.rate)) if to_tag else iter(())
+  unit_tags = [
+    c.generated_tags[whole[u.name]].tags if u.name in whole else next(extra).tags for u in units
+  ]
+  report.update(instrument_adherence(units, unit_tags, list(c.tagger.labels)))
+  if tokenizers_dir is not None:
+    c.log(f"MuLan cycle consistency over {len(units)} prompt units")
+    report.update(mulan_consistency(units, tokenizers_dir, c.rate))
+  return report
+
+
+def _merge_scale(*scales: dict) -> dict:
+  merged: dict[str, dict] = {}
+  for scale in scales:
+    for name, metrics in scale.items():
+      merged.setdefault(name, {}).update(metrics)
+  return {name: metrics for name, metrics in merged.items() if metrics}
+
+
+def evaluate_folders(
+  generated_dir: str,
+  reference_dir: str,
+  *,
+  prompts_path: str | None = None,
+  tokenizers_dir: str | None = None,
+  melody_dir: str | None = None,
+  reference_split: str | None = None,
+  settings: EvaluationSettings = EvaluationSettings(),
+  log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+  """The evaluation report of G against R (see the module docstring); JSON-serialisable.
+
+  Args:
+    reference_split: R is a rendered corpus (musiccaps.csv + audio/); read this split of it.
+
+  Raises:
+    EmptyFolderError: G or R (or M) has no usable clip.
+  """
+
+  def read(directory: str, split: str | None = None) -> ClipFolder:
+    return read_clip_folder(
+      directory, settings.sample_rate, max_seconds=settings.max_seconds, split=split
+    )
+
+  generated, reference = read(generated_dir), read(reference_dir, reference_split)
+  melody = read(melody_dir) if melody_dir else None
+  log(f"{len(generated.names)} generated and {len(reference.names)} reference clips")
+  tagger = load_musicnn()
+  noise = white_noise_like(generated.audio, settings.seed)
+  tagged = tagger.analyze([*generated.audio, *reference.audio, *noise], settings.sample_rate)
+  n, m = len(generated.names), len(reference.names)
+  c = _Context(
+    generated, reference, melody, tagger, tagged[:n], tagged[n : n + m], noise, tagged[n + m :],
+    settings, log,
+  )  # fmt: skip
+  report: dict[str, Any] = {
+    "generated_dir": generated_dir,
+    "reference_dir": reference_dir,
+    "reference_split": reference_split,
+    "num_generated": n,
+    "num_reference": m,
+    "num_paired": len(_pairs(generated, reference)),
+  }
+  tag_report, tag_scale = _tagger_section(c)
+  chroma_report, chroma_scale = _chroma_section(c)
+  note_report, note_scale = _notes_section(c)
+  report.update(tag_report | chroma_report | note_report)
+  if prompts_path is not None:
+    report.update(_prompt_section(c, prompts_path, tokenizers_dir))
+  log("music statistics")
+  noise_stats = mean_statistics(noise, c.rate)
+  report["statistics"] = {
+    "generated": mean_statistics(generated.audio, c.rate),
+    "reference": mean_statistics(reference.audio, c.rate),
+  }
+  report["scale"] = _merge_scale(tag_scale, chroma_scale, note_scale, {"white_noise": noise_stats})
+  skipped = [*generated.skipped, *reference.skipped, *(melody.skipped if melody else ())]
+  report["skipped"] = [s.record() for s in skipped]
+  return report

@@ -1,0 +1,93 @@
+"""`evaluate_folders` on rendered music: identical folders score perfectly, white noise scores
+worse than other music, and every number comes with its scale. Real packaged models throughout."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from musiclm_jax.data import audio_io
+from musiclm_jax.data.render.corpus import render_corpus
+from musiclm_jax.evaluation import music_report
+
+RATE = 24_000
+
+
+def _render(directory, seed: int):
+  render_corpus(str(directory), num_clips=6, clip_seconds=4.0, seed=seed, progress=False)
+  return sorted((directory / "audio").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+  """Reports of the same clips, of other music and of white noise against one reference."""
+  root = tmp_path_factory.mktemp("music_report")
+  reference = _render(root / "reference", seed=5)  # WAVs with their MIDI beside them
+  other = _render(root / "other", seed=6)
+  folders = {name: root / name for name in ("same", "other_music", "noise")}
+  for folder in folders.values():
+    folder.mkdir()
+  rng = np.random.default_rng(0)
+  for ref, oth in zip(reference, other):
+    shutil.copy(ref, folders["same"] / ref.name)
+    shutil.copy(oth, folders["other_music"] / ref.name)  # other music under the reference's name
+    noise = (0.1 * rng.standard_normal(4 * RATE)).astype(np.float32)
+    audio_io.write_wav(folders["noise"] / ref.name, noise, RATE)
+  reference_dir = str(root / "reference" / "audio")
+  return {
+    name: music_report.evaluate_folders(str(folder), reference_dir)
+    for name, folder in folders.items()
+  }
+
+
+def test_identical_folders_score_perfectly(reports):
+  same = reports["same"]
+  assert same["num_paired"] == same["num_generated"] == 6
+  assert same["fad_musicnn"] == pytest.approx(0.0, abs=1e-4)
+  assert same["kld_musicnn"] == pytest.approx(0.0, abs=1e-6)
+  assert same["chroma_cosine"] == pytest.approx(1.0, abs=1e-6)
+  assert same["note_clips"] == 6 and same["note_f1"] > 0.3  # the transcriber's ceiling here
+
+
+def test_white_noise_scores_worse_than_other_music(reports):
+  music, noise = reports["other_music"], reports["noise"]
+  assert noise["fad_musicnn"] > music["fad_musicnn"] > 0
+  assert noise["kld_musicnn"] > music["kld_musicnn"] > 0
+  assert noise["kld_musicnn_sets"] > music["kld_musicnn_sets"]
+  assert noise["chroma_correlation"] < music["chroma_correlation"]
+  assert noise["note_f1"] <= music["note_f1"] < reports["same"]["note_f1"]
+  stats = noise["statistics"]
+  assert stats["generated"]["tonal_fraction"] < stats["reference"]["tonal_fraction"]
+
+
+def test_every_number_has_its_scale(reports):
+  scale = reports["other_music"]["scale"]
+  assert set(scale) == {"reference_halves", "white_noise", "shuffled_pairing"}
+  halves, noise = scale["reference_halves"], scale["white_noise"]
+  assert 0 <= halves["fad_musicnn"] < noise["fad_musicnn"]
+  # The white-noise scale is the noise report's own number: one noise, seeded.
+  assert noise["fad_musicnn"] == pytest.approx(reports["noise"]["fad_musicnn"], rel=0.5)
+  for key in ("chroma_cosine", "kld_musicnn", "note_f1"):
+    assert math.isfinite(scale["shuffled_pairing"][key]), key
+  same_scale = reports["same"]["scale"]["shuffled_pairing"]
+  assert same_scale["chroma_cosine"] < reports["same"]["chroma_cosine"]  # chance is below a match
+
+
+def test_shuffled_pairs_are_a_derangement():
+  pairs = [(i, i) for i in range(7)]
+  shuffled = music_report.shuffled(pairs, seed=3)
+  assert sorted(g for g, _ in shuffled) == list(range(7))
+  assert sorted(r for _, r in shuffled) == list(range(7))
+  assert all(g != r for g, r in shuffled)
+
+
+def test_prompts_name_instruments_by_their_tags():
+  labels = ["guitar", "strings", "violin", "piano", "flute", "harp", "harpsichord"]
+  named = music_report.named_instruments
+  assert named("A slow Bach chorale played by a string quartet", labels) == {"strings"}
+  assert named("A lively folk fiddle tune", labels) == {"violin"}
+  assert named("A dance tune on the flute and piano.", labels) == {"flute", "piano"}
+  assert named("harpsichord", labels) == {"harpsichord"}  # not 'harp'
