@@ -30,8 +30,12 @@ def _timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
-def bench_evaluate(num_clips: int, seconds: float) -> list[dict[str, Any]]:
-  """Rows {part, seconds, clips_per_s} for each model and for the whole report."""
+def bench_evaluate(num_clips: int, seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """(rows {part, clips, seconds, clips_per_s} for each model and the whole report, the report).
+
+  The report scores one rendered set against another: music against other music of the same
+  corpus, beside the scales (reference halves, white noise, shuffled pairing).
+  """
   with tempfile.TemporaryDirectory() as tmp:
     generated_dir = _render(os.path.join(tmp, "generated"), num_clips, seconds, seed=1)
     reference_dir = _render(os.path.join(tmp, "reference"), num_clips, seconds, seed=2)
@@ -40,13 +44,14 @@ def bench_evaluate(num_clips: int, seconds: float) -> list[dict[str, Any]]:
     tagger, transcriber = load_musicnn(), notes.load_note_transcriber()
     tagger.analyze(audio[:1], rate)  # compile once, as a warm process would have
     transcriber.transcribe(audio[0], rate)
+    report: dict[str, Any] = {}
     parts = {
       "read folder (load + resample)": lambda: read_clip_folder(generated_dir),
       "musicnn tags + embeddings": lambda: tagger.analyze(audio, rate),
       "basic-pitch transcription": lambda: [transcriber.transcribe(a, rate) for a in audio],
       "chroma + statistics": lambda: [music_stats.music_statistics(a, rate) for a in audio],
-      "evaluate (whole report)": lambda: music_report.evaluate_folders(
-        generated_dir, reference_dir
+      "evaluate (whole report)": lambda: report.update(
+        music_report.evaluate_folders(generated_dir, reference_dir)
       ),
     }
     rows = []
@@ -55,4 +60,4 @@ def bench_evaluate(num_clips: int, seconds: float) -> list[dict[str, Any]]:
       rows.append(
         {"part": part, "clips": len(audio), "seconds": took, "clips_per_s": len(audio) / took}
       )
-    return rows
+    return rows, report

@@ -129,15 +129,16 @@ def tagger_metrics(
 
 
 def paired_chroma(
-  generated: Sequence[np.ndarray], other: Sequence[np.ndarray], pairs: Sequence[tuple], rate: int
+  generated: Sequence[music_stats.ChromaFrames],
+  other: Sequence[music_stats.ChromaFrames],
+  pairs: Sequence[tuple],
 ) -> dict[str, float]:
   """Mean chroma cosine and correlation of generated[g] with other[o] over (g, o) pairs."""
   return {
-    name: float(np.mean([fn(generated[g], other[o], rate) for g, o in pairs]))
-    for name, fn in (
-      ("chroma_cosine", music_stats.chroma_cosine),
-      ("chroma_correlation", music_stats.chroma_correlation),
+    name: float(
+      np.mean([music_stats.frame_cosine(generated[g], other[o], centred) for g, o in pairs])
     )
+    for name, centred in (("chroma_cosine", False), ("chroma_correlation", True))
   }
 
 
@@ -320,35 +321,51 @@ def _suffixed(metrics: dict[str, float], suffix: str) -> dict[str, float]:
 def _chroma_section(c: _Context) -> tuple[dict, dict]:
   report: dict[str, float] = {}
   scale: dict[str, dict] = {"white_noise": {}, "shuffled_pairing": {}}
+  frames = lambda clips: [music_stats.chroma_frames(a, c.rate) for a in clips]  # noqa: E731
+  generated, noise = frames(c.generated.audio), None
   for suffix, other in (("", c.reference), ("_melody", c.melody)):
     pairs = _pairs(c.generated, other)
     if not pairs:
       continue
+    noise = noise or frames(c.noise)
+    other_frames = frames(other.audio)
     rename = functools.partial(_suffixed, suffix=suffix)
-    report.update(rename(paired_chroma(c.generated.audio, other.audio, pairs, c.rate)))
-    scale["white_noise"].update(rename(paired_chroma(c.noise, other.audio, pairs, c.rate)))
+    report.update(rename(paired_chroma(generated, other_frames, pairs)))
+    scale["white_noise"].update(rename(paired_chroma(noise, other_frames, pairs)))
     chance = shuffled(pairs, c.settings.seed)
     if chance:
-      chance_chroma = paired_chroma(c.generated.audio, other.audio, chance, c.rate)
-      scale["shuffled_pairing"].update(rename(chance_chroma))
+      scale["shuffled_pairing"].update(rename(paired_chroma(generated, other_frames, chance)))
   return report, scale
+
+
+def _reference_notes(
+  c: _Context, names_and_paths: Sequence[tuple[int, str]]
+) -> tuple[list[tuple[int, np.ndarray]], list[dict[str, str]]]:
+  """((generated index, notes) per readable MIDI, [{path, reason}] of the unreadable ones)."""
+  found, unreadable = [], []
+  for g, path in names_and_paths:
+    try:
+      found.append((g, notes.midi_notes(path)))
+    except (notes.MidiError, OSError) as e:
+      unreadable.append({"path": path, "reason": "unreadable_midi", "detail": str(e)})
+  return found, unreadable
 
 
 def _notes_section(c: _Context) -> tuple[dict, dict]:
   folders = (c.melody, c.reference)
   with_midi = [(g, _midi_for(n, folders)) for g, n in enumerate(c.generated.names)]
-  with_midi = [(g, path) for g, path in with_midi if path is not None]
-  if not with_midi:
-    return {}, {}
-  c.log(f"transcribing {len(with_midi)} generated clips with a MIDI reference (basic-pitch)")
+  found, unreadable = _reference_notes(c, [(g, p) for g, p in with_midi if p is not None])
+  report: dict[str, Any] = {"note_skipped": unreadable} if unreadable else {}
+  if not found:
+    return report, {}
+  c.log(f"transcribing {len(found)} generated clips with a MIDI reference (basic-pitch)")
   transcriber = notes.load_note_transcriber()
-  references = [notes.midi_notes(path) for _, path in with_midi]
-  generated = [transcriber.transcribe(c.generated.audio[g], c.rate) for g, _ in with_midi]
+  references = [ref for _, ref in found]
+  generated = [transcriber.transcribe(c.generated.audio[g], c.rate) for g, _ in found]
   tolerance = c.settings.onset_tolerance_s
-  report = note_metrics(generated, references, tolerance)
-  report["note_clips"] = len(with_midi)
+  report.update(note_metrics(generated, references, tolerance), note_clips=len(found))
   scale: dict[str, dict] = {}
-  few = with_midi[: c.settings.noise_transcriptions]
+  few = found[: c.settings.noise_transcriptions]
   noise = [transcriber.transcribe(c.noise[g], c.rate) for g, _ in few]
   scale["white_noise"] = note_metrics(noise, references[: len(few)], tolerance)
   if len(references) > 1:

@@ -33,6 +33,8 @@ Definitions:
 
 from __future__ import annotations
 
+import dataclasses
+
 import librosa
 import numpy as np
 from scipy import ndimage
@@ -90,42 +92,57 @@ def chroma(audio: np.ndarray, sample_rate: int) -> np.ndarray:
   return _chroma(_at_chroma_rate(audio, sample_rate))
 
 
-def chroma_cosine(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
-  """Mean frame-wise cosine between the chroma of two clips (1 = same pitch content).
+@dataclasses.dataclass(frozen=True)
+class ChromaFrames:
+  """A clip's chroma [frames, 12] and which of its frames are silent [frames], computed once so
+  that one clip can be compared with many."""
+
+  chroma: np.ndarray
+  silent: np.ndarray
+
+
+def chroma_frames(audio: np.ndarray, sample_rate: int) -> ChromaFrames:
+  """`chroma` and the silent frames of a clip (see the module doc)."""
+  y = _at_chroma_rate(audio, sample_rate)
+  c, silent = _chroma(y), _silent(y)
+  n = min(len(c), len(silent))
+  return ChromaFrames(c[:n], silent[:n])
+
+
+def frame_cosine(a: ChromaFrames, b: ChromaFrames, centred: bool = False) -> float:
+  """Mean frame-wise cosine of two clips' chroma (centred: Pearson correlation per frame).
 
   Frames past the shorter clip's end and frames silent in both clips are left out; a frame silent
-  in only one clip counts (its chroma is ~0, so its cosine is ~0).
-
-  Args:
-    a: [samples] mono float audio.
-    b: [samples'] mono float audio at the same rate.
-    sample_rate: their rate in Hz.
-  Returns:
-    The mean cosine in [0, 1]; 1.0 when both clips are silent throughout.
+  in only one clip counts (its chroma is ~0, so its cosine is ~0). 1.0 when both clips are silent
+  throughout.
   """
-  return _mean_frame_cosine(a, b, sample_rate, centred=False)
+  n = min(len(a.chroma), len(b.chroma))
+  heard = ~(a.silent[:n] & b.silent[:n])
+  if not heard.any():
+    return 1.0
+  ca, cb = a.chroma[:n], b.chroma[:n]
+  if centred:
+    ca, cb = ca - ca.mean(-1, keepdims=True), cb - cb.mean(-1, keepdims=True)
+  cosines = np.sum(_unit(ca) * _unit(cb), axis=-1)
+  return float(np.mean(cosines[heard]))
+
+
+def chroma_cosine(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
+  """Mean frame-wise cosine between the chroma of two clips at one rate (1 = same pitch content).
+
+  Returns:
+    The mean cosine in [0, 1] (see `frame_cosine`).
+  """
+  return frame_cosine(chroma_frames(a, sample_rate), chroma_frames(b, sample_rate))
 
 
 def chroma_correlation(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
   """`chroma_cosine` of frame-centred chroma: mean frame-wise Pearson correlation, in [-1, 1].
 
-  Noise (flat chroma) and unrelated music score ~0; the same notes score 1.
+  Noise (flat chroma) scores ~0; the same notes score 1; disjoint pitch classes score below 0.
   """
-  return _mean_frame_cosine(a, b, sample_rate, centred=True)
-
-
-def _mean_frame_cosine(a: np.ndarray, b: np.ndarray, sample_rate: int, centred: bool) -> float:
-  ya, yb = _at_chroma_rate(a, sample_rate), _at_chroma_rate(b, sample_rate)
-  ca, cb = _chroma(ya), _chroma(yb)
-  n = min(len(ca), len(cb))
-  heard = ~(_silent(ya)[:n] & _silent(yb)[:n])
-  if not heard.any():
-    return 1.0
-  ca, cb = ca[:n], cb[:n]
-  if centred:
-    ca, cb = ca - ca.mean(-1, keepdims=True), cb - cb.mean(-1, keepdims=True)
-  cosines = np.sum(_unit(ca) * _unit(cb), axis=-1)
-  return float(np.mean(cosines[heard]))
+  fa, fb = chroma_frames(a, sample_rate), chroma_frames(b, sample_rate)
+  return frame_cosine(fa, fb, centred=True)
 
 
 def _chroma_change_per_s(c: np.ndarray, silent: np.ndarray, seconds: float) -> float:

@@ -8,7 +8,8 @@ job killed at any point and started again continues with exactly the batches it 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -86,12 +87,32 @@ def _console_line(step: int, num_steps: int, scalars: Mapping[str, float]) -> st
   return line
 
 
+def unigram_accuracy(batches: Sequence[Mapping[str, np.ndarray]]) -> float:
+  """Accuracy of always predicting, at each target position, its most frequent token here.
+
+  The baseline an LM must beat to have learnt more than token frequencies: the majority is taken
+  over the very batches it is scored on, per position (so per RVQ level and per place in the
+  frame), which makes it an oracle unigram, not a fitted one.
+  """
+  targets = np.concatenate([b["decoder_target_tokens"] for b in batches])
+  weights = np.concatenate([b["decoder_loss_weights"] for b in batches]).astype(bool)
+  correct = 0
+  for position in range(targets.shape[1]):
+    ids = targets[weights[:, position], position]
+    if len(ids):
+      correct += np.unique(ids, return_counts=True)[1].max()
+  return float(correct / max(weights.sum(), 1))
+
+
 def evaluate(
   trainer: Trainer, params: Any, task: str | seqio.Task, split: str, num_batches: int, seed: int
 ) -> dict[str, float]:
-  """Per-token loss/accuracy over the first `num_batches` batches of `split` (no shuffling)."""
+  """Per-token loss/accuracy over the first `num_batches` batches of `split` (no shuffling),
+  beside `unigram_accuracy` of the same batches (this host's share of them)."""
   batches = _batches(task, trainer.model, split, trainer.batch_size, seed, 0, shuffle=False)
-  return trainer.evaluate(params, batches, num_batches, f"Split {split!r} of {task}")
+  batches = list(itertools.islice(batches, num_batches))
+  metrics = trainer.evaluate(params, iter(batches), num_batches, f"Split {split!r} of {task}")
+  return {**metrics, "unigram_accuracy": unigram_accuracy(batches)}
 
 
 def train(

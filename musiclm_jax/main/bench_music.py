@@ -10,13 +10,16 @@ from musiclm_jax.main.bench_report import print_rows, subcommand, write_json
 
 def _evaluate(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
   from musiclm_jax.benchmarks.evaluation import bench_evaluate
+  from musiclm_jax.main.evaluate import format_report
 
   print(
     f"evaluate: {args.num_clips} generated + {args.num_clips} reference clips × "
     f"{args.seconds:g} s on {os.cpu_count()} CPU cores"
   )
-  rows = bench_evaluate(args.num_clips, args.seconds)
+  rows, report = bench_evaluate(args.num_clips, args.seconds)
   print_rows(rows)
+  print("\nThe report (one rendered set against another, names paired):\n")
+  print(format_report(report))
   write_json(args.out, f"{os.cpu_count()} CPU cores", rows)
   return 0
 

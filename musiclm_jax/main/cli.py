@@ -22,6 +22,7 @@ verbs:
   generate    one piece of music from a text prompt ("TEXT" --seconds=10 --out=out.wav)
   infer       batch decoding of a prompts JSONL file, sharded and resumable (--prompts --out_dir)
   evaluate    FAD_musicnn, KLD, chroma, note F1, MCC of generated music against reference clips
+  codec       encode audio files to acoustic tokens with a trained codec, or decode them
 
 `musiclm-jax VERB --help` shows a verb's flags, its gin flags and an example launch command.
 exit codes: 0 ok; 1 infer: some prompts not generated (see its errors file); 2 bad usage,
@@ -95,6 +96,12 @@ def _evaluate(argv):
   return evaluate.main(argv)
 
 
+def _codec(argv):
+  from musiclm_jax.main import codec
+
+  return codec.main(argv)
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "train": _train,
   "compile": _compile,
@@ -107,6 +114,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "generate": _generate,
   "infer": _infer,
   "evaluate": _evaluate,
+  "codec": _codec,
 }
 
 

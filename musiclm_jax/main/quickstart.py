@@ -479,7 +479,10 @@ def _model_rows(at: Layout, size: Size) -> list[list[str]]:
   ]
   for stage in STAGES:
     lm = _metrics(at.stage(stage))
-    held_out = f"loss {_fmt(lm.get('eval/loss'))}, accuracy {_fmt(lm.get('eval/accuracy'))}"
+    held_out = (
+      f"loss {_fmt(lm.get('eval/loss'))}, accuracy {_fmt(lm.get('eval/accuracy'))} "
+      f"(unigram {_fmt(lm.get('eval/unigram_accuracy'))})"
+    )
     rows.append(
       [f"{stage} LM", lm.get("step"), _fmt(lm.get("loss")), held_out, lm.get("step_time_s")]
     )

@@ -33,6 +33,7 @@ def folders(tmp_path_factory):
   audio_io.write_wav(generated / "silent.wav", np.zeros(RATE * 2, np.float32), RATE)
   tone = 0.2 * np.sin(2 * np.pi * 330 * np.arange(44_100 * 2) / 44_100)
   audio_io.write_wav(generated / "tone44k.wav", np.stack([tone, tone], 1), 44_100)
+  (root / "corpus" / "audio" / f"{clips[3].stem}.mid").write_bytes(b"MThd broken")
   texts = ["a string quartet", "a folk fiddle tune", "piano and flute", "a church organ hymn"]
   prompts = [{"id": c.stem, "text": t, "seconds": 3} for c, t in zip(clips, texts)]
   prompts.append({"id": "never-generated", "text": "a guitar", "seconds": 3})
@@ -60,6 +61,8 @@ def test_evaluate_writes_the_report_and_prints_the_table(folders, capsys):
   assert reasons == {"corrupt.wav": "corrupt", "nan.wav": "nonfinite", "silent.wav": "silent"}
   assert "| FAD_musicnn (lower is better) |" in printed.out
   assert "skipped" in printed.err and "nan.wav" in printed.err
+  assert report["note_clips"] == 3  # the fourth clip's MIDI is broken: listed, not fatal
+  assert [s["reason"] for s in report["note_skipped"]] == ["unreadable_midi"]
 
 
 def test_evaluate_reads_a_split_of_a_rendered_corpus(folders, capsys):
@@ -86,3 +89,12 @@ def test_empty_and_missing_folders_exit_2_with_one_line(folders, tmp_path, capsy
   assert cli.main(["evaluate", f"--generated_dir={tmp_path / 'missing'}", *base]) == 2
   assert "no such folder" in capsys.readouterr().err
   assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_evaluate_times_each_model_and_prints_the_report(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  assert cli.main(["bench", "evaluate", "--num_clips=2", "--seconds=2", f"--json={out}"]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["part"] for r in rows][-1] == "evaluate (whole report)"
+  assert all(r["seconds"] > 0 and r["clips"] == 2 for r in rows)
+  assert "| FAD_musicnn (lower is better) |" in capsys.readouterr().out

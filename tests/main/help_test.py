@@ -8,7 +8,7 @@ import pytest
 from musiclm_jax.main import bench, cli
 
 GIN_VERBS = ["train", "infer", "generate", "compile", "tokenize"]
-OTHER_VERBS = ["quickstart", "render", "build-data", "spectrogram", "evaluate"]
+OTHER_VERBS = ["quickstart", "render", "build-data", "spectrogram", "evaluate", "codec"]
 BENCH = sorted(bench.parser()._subparsers._group_actions[0].choices)
 
 
