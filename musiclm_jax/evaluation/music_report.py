@@ -163,11 +163,14 @@ def mean_statistics(clips: Sequence[np.ndarray], rate: int) -> dict[str, float]:
 # -- prompts: MCC and instrument adherence ----------------------------------------------------------
 
 
-def prompt_units(prompts_path: str, generated: ClipFolder) -> tuple[list[PromptUnit], list[str]]:
-  """(a unit per prompt, or per story segment, whose clip `<id>` is in G; ids with no clip)."""
+def prompt_units(
+  prompts_path: str, generated: ClipFolder
+) -> tuple[list[PromptUnit], list[str], list[dict]]:
+  """(a unit per prompt, or per story segment, whose clip `<id>` is in G; ids with no clip; the
+  file's bad lines as {source, id, reason})."""
   from musiclm_jax.decoding.prompts import parse_prompts
 
-  prompts, _ = parse_prompts(prompts_path)
+  prompts, errors = parse_prompts(prompts_path)
   index, rate = generated.index(), generated.sample_rate
   units, missing = [], []
   for prompt in prompts:
@@ -182,7 +185,7 @@ def prompt_units(prompts_path: str, generated: ClipFolder) -> tuple[list[PromptU
       if stop > start:
         units.append(PromptUnit(name, segment.text, audio[start:stop]))
       start = stop
-  return units, missing
+  return units, missing, [e.record() for e in errors]
 
 
 def named_instruments(text: str, labels: Sequence[str]) -> set[str]:
@@ -375,8 +378,12 @@ def _notes_section(c: _Context) -> tuple[dict, dict]:
 
 
 def _prompt_section(c: _Context, prompts_path: str, tokenizers_dir: str | None) -> dict:
-  units, missing = prompt_units(prompts_path, c.generated)
-  report: dict[str, Any] = {"prompt_units": len(units), "prompts_without_clip": missing}
+  units, missing, bad_lines = prompt_units(prompts_path, c.generated)
+  report: dict[str, Any] = {
+    "prompt_units": len(units),
+    "prompts_without_clip": missing,
+    "prompt_errors": bad_lines,
+  }
   if not units:
     return report
   index = c.generated.index()

@@ -37,7 +37,8 @@ def folders(tmp_path_factory):
   texts = ["a string quartet", "a folk fiddle tune", "piano and flute", "a church organ hymn"]
   prompts = [{"id": c.stem, "text": t, "seconds": 3} for c, t in zip(clips, texts)]
   prompts.append({"id": "never-generated", "text": "a guitar", "seconds": 3})
-  (root / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+  lines = [json.dumps(p) + "\n" for p in prompts] + ['{"id": "broken", "text": \n']
+  (root / "prompts.jsonl").write_text("".join(lines))
   return root
 
 
@@ -57,6 +58,7 @@ def test_evaluate_writes_the_report_and_prints_the_table(folders, capsys):
     assert math.isfinite(report[key]), key
   assert report["num_generated"] == 5 and report["num_paired"] == 4  # tone44k is resampled
   assert report["prompts_without_clip"] == ["never-generated"]
+  assert [e["source"].rsplit(":", 1)[1] for e in report["prompt_errors"]] == ["6"]
   reasons = {s["path"].rsplit("/", 1)[-1]: s["reason"] for s in report["skipped"]}
   assert reasons == {"corrupt.wav": "corrupt", "nan.wav": "nonfinite", "silent.wav": "silent"}
   assert "| FAD_musicnn (lower is better) |" in printed.out
