@@ -1,8 +1,9 @@
 """How long `musiclm-jax evaluate` takes, and where the time goes (`musiclm-jax bench evaluate`).
 
 Renders two sets of clips from the music21 corpus (different seeds: 'generated' and 'reference',
-MIDI beside each), times each model of the evaluation alone on the generated set, then the whole
-report end to end (both folders, the white-noise and shuffled scales, note F1 against the MIDI).
+MIDI beside the reference), gives the generated clips the reference's names so that every paired
+metric runs, times each model of the evaluation alone on the generated set, then the whole report
+end to end (both folders, chroma and note F1 per pair, the white-noise and shuffled scales).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ def _render(out_dir: str, num_clips: int, seconds: float, seed: int) -> str:
   return os.path.join(out_dir, "audio")
 
 
+def _paired_by_name(generated_dir: str, reference_dir: str) -> None:
+  """Renames the generated WAVs to the reference's names (other music, paired by name)."""
+  wavs = lambda d: sorted(n for n in os.listdir(d) if n.endswith(".wav"))  # noqa: E731
+  for generated, reference in zip(wavs(generated_dir), wavs(reference_dir)):
+    os.replace(os.path.join(generated_dir, generated), os.path.join(generated_dir, f".{reference}"))
+  for name in wavs(reference_dir):
+    if os.path.exists(os.path.join(generated_dir, f".{name}")):
+      os.replace(os.path.join(generated_dir, f".{name}"), os.path.join(generated_dir, name))
+
+
 def _timed(fn: Callable[[], Any]) -> float:
   start = time.perf_counter()
   fn()
@@ -39,6 +50,7 @@ def bench_evaluate(num_clips: int, seconds: float) -> tuple[list[dict[str, Any]]
   with tempfile.TemporaryDirectory() as tmp:
     generated_dir = _render(os.path.join(tmp, "generated"), num_clips, seconds, seed=1)
     reference_dir = _render(os.path.join(tmp, "reference"), num_clips, seconds, seed=2)
+    _paired_by_name(generated_dir, reference_dir)
     clips = read_clip_folder(generated_dir)
     audio, rate = list(clips.audio), clips.sample_rate
     tagger, transcriber = load_musicnn(), notes.load_note_transcriber()

@@ -27,10 +27,12 @@ _USERS = (
   "musiclm_jax.data.token_bundle",
   "musiclm_jax.decoding.pipeline",
   "musiclm_jax.evaluation.codec_quality",
+  "musiclm_jax.evaluation.music_report",
 )
 # Benchmarks time trainers, so they may import training/, but never a job.
 _BENCHMARKS = (
   "musiclm_jax.benchmarks.codec",
+  "musiclm_jax.benchmarks.evaluation",
   "musiclm_jax.benchmarks.mulan",
   "musiclm_jax.benchmarks.pipeline",
   "musiclm_jax.benchmarks.semantic",
