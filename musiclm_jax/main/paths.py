@@ -70,29 +70,29 @@ def check_output_file(path: str, what: str) -> None:
   _check_can_create(os.path.dirname(os.path.abspath(path)), path, what)
 
 
+def _check_input(path: str, what: str, folder: bool) -> None:
+  if _remote(path):
+    return  # remote paths are left to their readers
+  kind = "folder" if folder else "file"
+  if not os.path.exists(path):
+    raise PathError(f"{what} {path}: no such {kind}")
+  if os.path.isdir(path) != folder:
+    raise PathError(f"{what} {path}: is a {'file' if folder else 'folder'}, not a {kind}")
+
+
 def check_input_dir(path: str, what: str) -> None:
-  """Checks that folder `path` exists (remote paths are left to their readers).
+  """Checks that folder `path` exists.
 
   Raises:
     PathError: `path` does not exist or is a file.
   """
-  if _remote(path):
-    return
-  if not os.path.exists(path):
-    raise PathError(f"{what} {path}: no such folder")
-  if not os.path.isdir(path):
-    raise PathError(f"{what} {path}: is a file, not a folder")
+  _check_input(path, what, folder=True)
 
 
 def check_input_file(path: str, what: str) -> None:
-  """Checks that file `path` exists and is a file.
+  """Checks that file `path` exists.
 
   Raises:
     PathError: `path` does not exist or is a folder.
   """
-  if _remote(path):
-    return
-  if not os.path.exists(path):
-    raise PathError(f"{what} {path}: no such file")
-  if os.path.isdir(path):
-    raise PathError(f"{what} {path}: is a folder, not a file")
+  _check_input(path, what, folder=False)
