@@ -158,6 +158,7 @@ def test_loading_prints_no_backend_or_deprecation_warnings():
   run = subprocess.run(
     [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
   )
-  assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+  # pyfluidsynth (imported by pretty_midi) prints where it found libfluidsynth when CI is set.
+  assert run.returncode == 0 and run.stdout.strip().splitlines()[-1] == "ok", run.stderr
   for noise in ("is not installed", "deprecated", "WARNING:root"):
     assert noise not in run.stderr, run.stderr
