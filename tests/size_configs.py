@@ -13,7 +13,12 @@ import gin
 from musiclm_jax.main import gin_utils
 
 # The macro each size file binds to its architecture.
-MACROS = {"soundstream": "CODEC_CONFIG", "w2v_bert": "W2V_BERT_CONFIG", "mulan": "MULAN_CONFIG"}
+MACROS = {
+  "soundstream": "CODEC_CONFIG",
+  "spectral_codec": "CODEC_CONFIG",
+  "w2v_bert": "W2V_BERT_CONFIG",
+  "mulan": "MULAN_CONFIG",
+}
 SIZES = ("tiny", "base", "paper")
 
 

@@ -40,7 +40,7 @@ class TokenizerBundleConfig:
   """Where the trained tokenizers are, and how to batch them.
 
   Attributes:
-    codec_dir: SoundStream model dir (`codec_train_job.train_codec`).
+    codec_dir: codec model dir (SoundStream or spectral: `codec_api.load_codec`).
     w2v_bert_dir: w2v-BERT model dir (`w2v_bert_train_job.train_w2v_bert`).
     kmeans_dir: the k-means fitted on its embeddings (`semantic_kmeans_job`).
     mulan_dir: MuLan model dir (`mulan_train_job.train_mulan`).
@@ -126,14 +126,14 @@ def bundle_token_spec(config: TokenizerBundleConfig, num_coarse_levels: int) -> 
   """
   from musiclm_jax import architecture
   from musiclm_jax.tokenizers import kmeans
-  from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+  from musiclm_jax.tokenizers.codec_api import codec_config_from_metadata
   from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 
   codec_dir = os.path.join(config.codec_dir, CHECKPOINT_SUBDIR)
   codec_meta = checkpoints.read_saved_step(codec_dir).metadata
   if "architecture" not in codec_meta:
-    raise CacheMismatchError(f"{config.codec_dir} holds no SoundStream checkpoint metadata.")
-  codec = architecture.from_json(SoundStreamConfig, codec_meta["architecture"])
+    raise CacheMismatchError(f"{config.codec_dir} holds no codec checkpoint metadata.")
+  codec = codec_config_from_metadata(codec_meta)
   fitted = kmeans.KMeansModel.load(config.kmeans_dir)
   w2v_bert = architecture.from_json(W2VBertConfig, fitted.metadata["w2v_bert_architecture"])
   quantizer = checkpoints.read_saved_step(config.mulan_quantizer_dir).metadata.get("rvq")
@@ -179,7 +179,7 @@ class TokenizerBundle:
 
   Attributes:
     config: where they came from.
-    codec: `SoundStreamCodec`.
+    codec: a `codec_api.AudioCodec` (SoundStream or spectral).
     semantic: `SemanticTokenizer`.
     mulan: `MuLanTokenizer`.
   """
@@ -262,8 +262,8 @@ def _pad_rows(audio: np.ndarray, rows: int) -> np.ndarray:
 def load_bundle(config: TokenizerBundleConfig) -> TokenizerBundle:
   """Loads the tokenizers of `config` (once per process; later calls return the same bundle)."""
   # Imported here: registering tasks must not pull in every model (or load weights).
+  from musiclm_jax.tokenizers.codec_api import load_codec
   from musiclm_jax.tokenizers.mulan.tokens import load_mulan_tokenizer
-  from musiclm_jax.tokenizers.soundstream.codec import load_codec
   from musiclm_jax.tokenizers.w2v_bert.semantic import load_semantic_tokenizer
 
   return TokenizerBundle(

@@ -109,7 +109,7 @@ def add_codec_train(subparsers: argparse._SubParsersAction) -> None:
 def _codec_quality(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
   from musiclm_jax.data.audio_batches import AudioSource
   from musiclm_jax.evaluation import codec_quality
-  from musiclm_jax.tokenizers.soundstream.codec import load_codec
+  from musiclm_jax.tokenizers.codec_api import load_codec
 
   if not os.path.isdir(args.model_dir):
     raise paths.PathError(f"--model_dir {args.model_dir}: no such folder (a codec training run)")

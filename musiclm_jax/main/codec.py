@@ -107,7 +107,7 @@ def main(argv: Sequence[str]) -> int:
   args = _parser().parse_args(argv)
   paths.check_input_dir(args.codec_dir, "--codec_dir")
   paths.check_output_dir(args.out_dir, "--out_dir")
-  from musiclm_jax.tokenizers.soundstream.codec import load_codec
+  from musiclm_jax.tokenizers.codec_api import load_codec
 
   codec = load_codec(args.codec_dir)
   if args.levels is not None and not 1 <= args.levels <= codec.num_levels:

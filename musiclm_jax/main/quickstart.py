@@ -5,7 +5,7 @@ in this process with the same gin files:
 
   1. render            a small real-music corpus (music21 scores through FluidSynth)
   2. build-data        its TFDS dataset
-  3. train  x5         the tokenizers: SoundStream, w2v-BERT + k-means, MuLan + its RVQ
+  3. train  x5         the tokenizers: the spectral codec, w2v-BERT + k-means, MuLan + its RVQ
   4. tokenize          the token cache of the stage tasks
   5. train  x3         the semantic, coarse and fine stage LMs
   6. infer             a few prompts (one a two-segment story) to WAVs
@@ -35,7 +35,8 @@ from musiclm_jax.main import cli, paths
 from musiclm_jax.runtime.atomic import atomic_write_json
 
 STAGES = ("semantic", "coarse", "fine")
-NUM_COARSE_LEVELS = 2  # of the tiny codec's 6 RVQ levels (paper: 4 of 12)
+NUM_COARSE_LEVELS = 4  # of the tiny spectral codec's 8 RVQ levels (paper: 4 of 12)
+CODEC_LEVELS = 8  # gin/models/spectral_codec/tiny.gin: one fitting step per level
 TOKENS_TASK = "musiclm_tokens_rendered_music"
 
 
@@ -49,10 +50,8 @@ class Size:
   num_clips: int = 120
   clip_seconds: int = 10
   render_workers: int = 2
-  codec_steps: int = 1000
-  # The codec is the costliest model per step: short crops (0.2 s = 10 frames) buy steps.
-  codec_crop_samples: int = 4800
-  codec_audio_summaries: int = 2  # clips and their reconstructions in TensorBoard
+  # The spectral codec is fitted, not trained: one pass over the clips, PCA, k-means per level.
+  codec_kmeans_iters: int = 20
   w2v_bert_steps: int = 1000
   semantic_clusters: int = 32
   mulan_steps: int = 1000
@@ -72,8 +71,7 @@ SIZES = {
     num_clips=12,
     clip_seconds=4,
     render_workers=1,
-    codec_steps=2,
-    codec_audio_summaries=0,
+    codec_kmeans_iters=2,
     w2v_bert_steps=2,
     semantic_clusters=8,
     mulan_steps=2,
@@ -217,15 +215,14 @@ def _train(model_gin: str | None, run_gin: str, model_dir: str, *flags: str) -> 
 def _codec_steps(at: Layout, size: Size) -> list[Step]:
   codec = at.tokenizer("codec")
   argv = _train(
-    "gin/models/soundstream/tiny.gin",
-    "gin/runs/soundstream_rendered.gin",
+    "gin/models/spectral_codec/tiny.gin",
+    "gin/runs/spectral_codec_rendered.gin",
     codec,
     _gin_str("DATA_DIR", at.tfds),
-    f"--gin.NUM_STEPS={size.codec_steps}",
-    f"--gin.CROP_SAMPLES={size.codec_crop_samples}",
-    f"--gin.codec_train_job.train_codec.num_audio_summaries={size.codec_audio_summaries}",
+    f"--gin.CROP_SAMPLES={size.clip_seconds * 24_000}",  # whole clips
+    f"--gin.spectral_codec_job.FitConfig.kmeans_iters={size.codec_kmeans_iters}",
   )
-  return [Step("codec", argv, _trained(codec, size.codec_steps))]
+  return [Step("codec", argv, _trained(codec, CODEC_LEVELS))]
 
 
 def _semantic_steps(at: Layout, size: Size) -> list[Step]:
@@ -450,13 +447,14 @@ def _model_rows(at: Layout, size: Size) -> list[list[str]]:
   w2v = _metrics(at.tokenizer("w2v_bert"))
   rows = [
     [
-      "SoundStream codec",
+      "spectral codec",
       codec.get("step"),
-      f"mel {_fmt(codec.get('generator/mel_loss'))}",
-      f"mel distance {_fmt(codec.get('eval/mel_distance_all_levels'))} (1 level "
+      f"residual {_fmt(codec.get(f'residual_fraction_L{CODEC_LEVELS}'))}",
+      f"chroma {_fmt(codec.get('eval/chroma_cosine_all_levels'))}, mel distance "
+      f"{_fmt(codec.get('eval/mel_distance_all_levels'))} (1 level "
       f"{_fmt(codec.get('eval/mel_distance_1_level'))}, silence "
       f"{_fmt(codec.get('eval/mel_distance_silence'))})",
-      codec.get("step_time_s"),
+      codec["fit_seconds"] / CODEC_LEVELS if "fit_seconds" in codec else None,
     ],
     [
       "w2v-BERT",

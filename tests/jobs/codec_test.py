@@ -19,7 +19,7 @@ from musiclm_jax.evaluation import codec_quality
 from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
-from musiclm_jax.tokenizers.soundstream.codec import load_codec
+from musiclm_jax.tokenizers.codec_api import load_codec
 from musiclm_jax.training import optimizers
 from musiclm_jax.training.gan_trainer import make_gan_trainer
 from tests.size_configs import size_config

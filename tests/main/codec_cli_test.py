@@ -11,7 +11,7 @@ import soundfile as sf
 
 from musiclm_jax.data import audio_io
 from musiclm_jax.main import cli
-from musiclm_jax.tokenizers.soundstream.codec import load_codec
+from musiclm_jax.tokenizers.codec_api import load_codec
 
 pytestmark = pytest.mark.xdist_group("token_world")
 

@@ -19,8 +19,9 @@ from musiclm_jax.checkpoints import (
 from musiclm_jax.jobs import codec as codec_train_job
 from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
+from musiclm_jax.tokenizers.codec_api import load_codec
 from musiclm_jax.tokenizers.soundstream import SoundStream, SoundStreamConfig
-from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec, load_codec
+from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.training import gan_trainer
 from musiclm_jax.training.gan_trainer import make_gan_trainer
 from musiclm_jax.training.optimizers import OptimizerConfig
@@ -205,7 +206,7 @@ def test_load_codec_refuses_another_models_checkpoint(tmp_path):
   config = CheckpointConfig(async_save=False, save_on_sigterm=False)
   with Checkpointer(directory, config, metadata={"model": "semantic"}) as checkpointer:
     checkpointer.save(1, {"params": {"w": jnp.zeros(3)}}, {}, force=True)
-  with pytest.raises(CheckpointMismatchError, match=f"{directory} .*not a SoundStream codec"):
+  with pytest.raises(CheckpointMismatchError, match=f"{directory} .*not a codec"):
     load_codec(str(tmp_path / "semantic"))
 
 
