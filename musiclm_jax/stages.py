@@ -272,6 +272,22 @@ class StageLayout:
       parts.append(np.stack([lo, lo + size], axis=-1))
     return np.concatenate(parts, axis=0)
 
+  def codebook_of_id(self) -> np.ndarray:
+    """The half-open id range [lo, hi) of each id's own codebook, int64 [padded_vocab_size, 2].
+
+    Ids of family f, level l share one codebook's range; a reserved or padding id is its own
+    range [id, id + 1). A loss restricted to the target's codebook (`StageLM.codebook_softmax`)
+    reads the range of each target from this table.
+    """
+    ids = np.arange(self.padded_vocab_size())
+    table = np.stack([ids, ids + 1], axis=-1)
+    for family in self.families:
+      size = self.tokens.codebook_size(family)
+      for level in range(self.family_levels[family]):
+        lo = self.family_base[family] + level * size
+        table[lo : lo + size] = (lo, lo + size)
+    return table
+
   def inputs_id_ranges(self) -> np.ndarray:
     """Allowed half-open id range [lo, hi) at each inputs position, int64 [inputs_length, 2]."""
     return self._id_ranges(self.inputs_segments)

@@ -40,6 +40,7 @@ def model_metadata(model: StageLM) -> dict[str, Any]:
       "tokens": dataclasses.asdict(model.layout.tokens),
     },
     "vocab_size": model.vocab_size,
+    "codebook_softmax": model.codebook_softmax,
   }
 
 

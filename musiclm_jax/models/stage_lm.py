@@ -48,6 +48,11 @@ class StageLM:
     config: transformer architecture.
     layout: the stage's vocabulary and sequence layout.
     module: the Flax `Decoder`.
+    codebook_softmax: normalise each target's probability over its own codebook (the ids of
+      its family and level, `StageLayout.codebook_of_id`) instead of the whole vocabulary, in
+      the loss, the accuracy and `score_batch`. Sampling always masks to the position's
+      codebook; this trains the distribution that sampling draws from, as per-codebook heads do
+      (MusicGen), and spares a small model from first learning which id range comes next.
   """
 
   def __init__(
@@ -58,11 +63,18 @@ class StageLM:
     z_loss: float = 1e-4,
     label_smoothing: float = 0.0,
     sampling_config: SamplingConfig = SamplingConfig(),
+    codebook_softmax: bool = False,
   ):
+    if codebook_softmax and label_smoothing:
+      raise ValueError(
+        "StageLM: label_smoothing spreads mass over the whole vocabulary, codebook_softmax "
+        "normalises over the target's codebook only; use one of them."
+      )
     self.config = config
     self.layout = layout
     self.z_loss = z_loss
     self.label_smoothing = label_smoothing
+    self.codebook_softmax = codebook_softmax
     self.sampling_config = sampling_config
     self.vocab_size = layout.padded_vocab_size()
     self.module = Decoder(config, self.vocab_size)
@@ -110,6 +122,15 @@ class StageLM:
       rngs=rngs,
     )
 
+  def _target_logits(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Logits with ids outside each target's codebook at -1e9 (when `codebook_softmax`)."""
+    if not self.codebook_softmax:
+      return logits
+    ranges = jnp.asarray(self.layout.codebook_of_id(), jnp.int32)[targets]  # [..., 2]
+    ids = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+    inside = (ids >= ranges[..., :1]) & (ids < ranges[..., 1:])
+    return jnp.where(inside, logits, jnp.asarray(-1e9, logits.dtype))
+
   def loss_fn(
     self,
     params: PyTree,
@@ -130,8 +151,8 @@ class StageLM:
     Returns:
       (scalar loss, metrics of summed quantities: loss_sum, z_loss_sum, correct_sum, weight_sum).
     """
-    logits = self._logits(params, batch, dropout_rng)
     targets = batch["decoder_target_tokens"]
+    logits = self._target_logits(self._logits(params, batch, dropout_rng), targets)
     weights = batch["decoder_loss_weights"].astype(jnp.float32)
     token_loss, token_z = losses.cross_entropy_with_logits(
       logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
@@ -164,7 +185,8 @@ class StageLM:
 
   def score_batch(self, params: PyTree, batch: Batch) -> jax.Array:
     """Log-likelihood of each example's targets: [batch] float32 (no z-loss or smoothing)."""
-    logits = self._logits(params, batch, None).astype(jnp.float32)
+    targets = batch["decoder_target_tokens"]
+    logits = self._target_logits(self._logits(params, batch, None).astype(jnp.float32), targets)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     target_lp = jnp.take_along_axis(log_probs, batch["decoder_target_tokens"][..., None], -1)
     return jnp.sum(target_lp[..., 0] * batch["decoder_loss_weights"], axis=-1)
@@ -391,5 +413,6 @@ def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyT
   model = StageLM(
     architecture.from_json(TransformerConfig, saved["architecture"]),
     StageLayout(layout["stage"], TokenSpec(**layout["tokens"]), layout["crop_seconds"]),
+    codebook_softmax=saved.get("codebook_softmax", False),
   )
   return model, tree["params"], step

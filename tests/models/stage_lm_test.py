@@ -299,3 +299,39 @@ def test_load_stage_lm_refuses_another_models_checkpoint(tmp_path):
     checkpointer.save(1, {"params": {"w": jnp.zeros(3)}}, {}, force=True)
   with pytest.raises(CheckpointMismatchError, match=f"{directory} .*not a stage LM"):
     load_stage_lm(str(tmp_path))
+
+
+def test_codebook_of_id_gives_each_code_its_levels_range():
+  layout = LAYOUTS["coarse"]
+  table = layout.codebook_of_id()
+  assert table.shape == (layout.padded_vocab_size(), 2)
+  for position, (lo, hi) in enumerate(layout.target_id_ranges()):
+    assert (table[lo:hi] == (lo, hi)).all(), position
+  np.testing.assert_array_equal(table[: stages.NUM_RESERVED_IDS], [[0, 1], [1, 2]])
+  assert (table[layout.vocab_size :, 1] - table[layout.vocab_size :, 0] == 1).all()
+
+
+def test_codebook_softmax_normalises_each_target_over_its_own_codebook():
+  stage = "coarse"
+  layout = LAYOUTS[stage]
+  batch = _batch(layout, _inputs(stage), _targets(stage))
+  params = _params(stage)
+  restricted = StageLM(CONFIG, layout, z_loss=0.0, codebook_softmax=True)
+  loss, metrics = restricted.loss_fn(params, batch, None)
+  logits = np.asarray(_model(stage)._logits(params, batch, None), np.float64)
+  targets, weights = np.asarray(batch["decoder_target_tokens"]), batch["decoder_loss_weights"]
+  expected = 0.0
+  for b, t in zip(*np.nonzero(np.asarray(weights))):
+    lo, hi = layout.codebook_of_id()[targets[b, t]]
+    row = logits[b, t, lo:hi]
+    expected -= row[targets[b, t] - lo] - np.log(np.exp(row - row.max()).sum()) - row.max()
+  np.testing.assert_allclose(float(metrics["loss_sum"]), expected, rtol=1e-4)
+  full, _ = _model(stage).loss_fn(params, batch, None)
+  assert float(loss) < float(full)  # fewer competitors for every target
+  scores = restricted.score_batch(params, batch)
+  np.testing.assert_allclose(float(-scores.sum()), expected, rtol=1e-4)
+
+
+def test_codebook_softmax_with_label_smoothing_is_refused():
+  with pytest.raises(ValueError, match="use one of them"):
+    StageLM(CONFIG, LAYOUTS["coarse"], label_smoothing=0.1, codebook_softmax=True)
