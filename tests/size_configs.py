@@ -27,11 +27,11 @@ def size_config(thing: str, size: str) -> Any:
   """The frozen config dataclass that `gin/models/<thing>/<size>.gin` builds.
 
   Args:
-    thing: 'soundstream', 'w2v_bert' or 'mulan'.
+    thing: 'soundstream', 'spectral_codec', 'w2v_bert' or 'mulan'.
     size: 'tiny', 'base' or 'paper'.
 
   Returns:
-    A SoundStreamConfig, W2VBertConfig or MuLanConfig (configs are frozen, so one is shared).
+    A SoundStreamConfig, SpectralCodecConfig, W2VBertConfig or MuLanConfig (configs are frozen, so one is shared).
   """
   gin_utils.parse([f"gin/models/{thing}/{size}.gin"], [])
   try:

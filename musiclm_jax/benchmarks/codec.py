@@ -1,7 +1,8 @@
-"""Codec speed behind `musiclm-jax bench codec`: SoundStream encode / decode against real time;
-and behind `bench codec-train`: the training step before and after the adversarial phase.
+"""Codec speed behind `musiclm-jax bench codec`: encode / decode of any codec configuration
+(SoundStream or spectral, by its gin size file) against real time; and behind `bench codec-train`:
+the SoundStream training step before and after the adversarial phase.
 
-Both directions run through `SoundStreamCodec` (input checks included, as a caller pays them) on
+Both directions run through the codec API (input checks included, as a caller pays them) on
 randomly initialised weights: the programs, hence the speed, do not depend on the weights' values.
 Compilation is excluded (one warm-up call per shape); each figure is the median of `repeats`
 calls, blocked until the result is ready.
@@ -20,14 +21,14 @@ import numpy as np
 from musiclm_jax.benchmarks import timing
 from musiclm_jax.models.soundstream import CodecLossConfig, SoundStreamGAN
 from musiclm_jax.partitioning import Partitioner
-from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
+from musiclm_jax.tokenizers import codec_api
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 from musiclm_jax.training.gan_trainer import make_gan_trainer
 from musiclm_jax.training.optimizers import OptimizerConfig
 
 
 def bench_codec(
-  config: SoundStreamConfig,
+  config: codec_api.CodecConfig,
   *,
   seconds: float,
   batch_sizes: Sequence[int],
@@ -57,7 +58,7 @@ def bench_codec(
       f"batch sizes >= 1 and repeats >= 1; got seconds={seconds}, batch_sizes={batch_sizes}, "
       f"repeats={repeats}."
     )
-  codec = SoundStreamCodec.random_init(config, seed)
+  codec = codec_api.random_codec(config, seed)
   rows = []
   for batch in batch_sizes:
     key = jax.random.key(seed + batch)

@@ -1,4 +1,4 @@
-"""Reconstruction quality of a trained SoundStream codec next to Opus, on held-out clips.
+"""Reconstruction quality of a trained codec (SoundStream or spectral) next to Opus, on held-out clips.
 
 `compare_with_opus(codec, clips)` decodes every clip with the codec at a few numbers of RVQ levels
 (1, the 4 coarse levels, all) and round-trips it through Opus (`opusenc`/`opusdec` of opus-tools)
@@ -32,6 +32,7 @@ import numpy as np
 
 from musiclm_jax.data import audio_io
 from musiclm_jax.data.audio_batches import AudioSource, audio_crop_dataset
+from musiclm_jax.tokenizers.codec_api import AudioCodec
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
 from musiclm_jax.tokenizers.soundstream.losses import mel_distance
 from musiclm_jax.tokenizers.soundstream.model import SoundStream
@@ -116,13 +117,13 @@ def opus_round_trip(audio: np.ndarray, sample_rate: int, kbps: float) -> np.ndar
   return _fit_length(audio_io.resample(decoded, OPUS_RATE, sample_rate), len(audio))
 
 
-def codec_kbps(codec: SoundStreamCodec, levels: int) -> float:
+def codec_kbps(codec: AudioCodec, levels: int) -> float:
   """Bitrate of `levels` RVQ levels: levels × log2(codebook_size) × frame_rate, in kbit/s."""
   return levels * math.log2(codec.codebook_size) * codec.frame_rate / 1000.0
 
 
 def codec_reconstructions(
-  codec: SoundStreamCodec, clips: np.ndarray, levels: Sequence[int]
+  codec: AudioCodec, clips: np.ndarray, levels: Sequence[int]
 ) -> dict[int, np.ndarray]:
   """Encode once, decode with each number of levels.
 
@@ -182,7 +183,7 @@ def score(
 
 
 def reconstruction_distances(
-  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
+  codec: AudioCodec, audio: np.ndarray, levels: tuple[int, ...]
 ) -> dict[int, float]:
   """Mean mel distance of encode → decode with each number of levels.
 
@@ -202,7 +203,7 @@ def reconstruction_distances(
 
 
 def latent_errors(
-  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
+  codec: AudioCodec, audio: np.ndarray, levels: tuple[int, ...]
 ) -> dict[int, float]:
   """RMS of encoder output minus its quantization with each number of levels.
 
@@ -239,13 +240,13 @@ def _row(system: str, kbps: float | None, metrics: dict[str, np.ndarray], **extr
   }
 
 
-def default_levels(codec: SoundStreamCodec) -> tuple[int, ...]:
+def default_levels(codec: AudioCodec) -> tuple[int, ...]:
   """1 level, the 4 coarse levels and all levels (those that exist, without repeats)."""
   return tuple(sorted({n for n in (1, 4, codec.num_levels) if n <= codec.num_levels}))
 
 
 def compare_with_opus(
-  codec: SoundStreamCodec,
+  codec: AudioCodec,
   clips: np.ndarray,
   levels: Sequence[int] | None = None,
   opus_kbps: Sequence[float] = DEFAULT_OPUS_KBPS,
@@ -255,14 +256,14 @@ def compare_with_opus(
   """The quality table: the codec at each number of levels, Opus at each bitrate, the original.
 
   Args:
-    codec: the codec to judge (e.g. `tokenizers.soundstream.codec.load_codec(model_dir)`).
+    codec: the codec to judge (e.g. `tokenizers.codec_api.load_codec(model_dir)`).
     clips: [n, samples] held-out float audio at `codec.sample_rate`.
     levels: RVQ levels to decode with (default `default_levels(codec)`).
     opus_kbps: Opus bitrates in kbit/s.
     round_trip: (audio [samples], sample_rate, kbps) -> decoded [samples]; Opus by default.
     reference_notes: each clip's MIDI notes; adds note F1 (see `score`).
   Returns:
-    One dict per system, codec rows first: system ('soundstream', 'opus' or 'original'), levels
+    One dict per system, codec rows first: system (the codec's `name`, 'opus' or 'original'), levels
     (codec rows), kbps, mel_distance, si_snr_db, chroma_cosine (and note_f1): means over clips,
     num_clips.
   """
@@ -274,7 +275,7 @@ def compare_with_opus(
   decoded = codec_reconstructions(codec, clips, levels or default_levels(codec))
   judge = lambda audio: score(audio, clips, sr, reference_notes)  # noqa: E731
   for n, audio in decoded.items():
-    rows.append(_row("soundstream", codec_kbps(codec, n), judge(audio), levels=n))
+    rows.append(_row(codec.name, codec_kbps(codec, n), judge(audio), levels=n))
   for kbps in opus_kbps:
     audio = np.stack([round_trip(clip, sr, kbps) for clip in clips])
     rows.append(_row("opus", kbps, judge(audio), levels=None))

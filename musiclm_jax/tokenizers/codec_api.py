@@ -89,9 +89,12 @@ class AudioCodec(abc.ABC):
   functions traced under `jax.jit`.
 
   Attributes:
+    name: the architecture's name, as its checkpoints' metadata say ('soundstream', ...).
     config: the architecture (a `CodecConfig`).
     variables: {"params": ..., "quantizer": ...}.
   """
+
+  name: str
 
   def __init__(self, config: CodecConfig, variables: dict[str, Any]):
     """Wraps a codec's variables.
@@ -298,6 +301,19 @@ def _config_class(model: str) -> type:
   from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
 
   return SoundStreamConfig
+
+
+def random_codec(config: CodecConfig, seed: int = 0) -> AudioCodec:
+  """A codec of `config`'s architecture with random weights (benchmarks, shape tests)."""
+  from musiclm_jax.tokenizers.spectral.config import SpectralCodecConfig
+
+  if isinstance(config, SpectralCodecConfig):
+    from musiclm_jax.tokenizers.spectral.codec import SpectralCodec
+
+    return SpectralCodec.random_init(config, seed)
+  from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
+
+  return SoundStreamCodec.random_init(config, seed)
 
 
 def codec_config_from_metadata(metadata: dict[str, Any]) -> CodecConfig:

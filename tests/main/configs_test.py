@@ -13,18 +13,32 @@ from musiclm_jax.tokenizers.mulan.config import AudioTowerConfig, MuLanConfig
 from musiclm_jax.tokenizers.mulan.text_tower import TextTowerConfig
 from musiclm_jax.tokenizers.rvq import RVQConfig
 from musiclm_jax.tokenizers.soundstream.config import SoundStreamConfig
+from musiclm_jax.tokenizers.spectral.config import SpectralCodecConfig
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from tests.size_configs import MACROS, SIZES, size_config
 
 GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
-CONFIG_CLASSES = {"soundstream": SoundStreamConfig, "w2v_bert": W2VBertConfig, "mulan": MuLanConfig}
+CONFIG_CLASSES = {
+  "soundstream": SoundStreamConfig,
+  "spectral_codec": SpectralCodecConfig,
+  "w2v_bert": W2VBertConfig,
+  "mulan": MuLanConfig,
+}
 # A setting of how to sample, in a line that is not a comment.
 SAMPLING = re.compile(r"^[^#\n]*(SamplingConfig|TEMPERATURE|\btemperature\b|\btop_[kp]\b)", re.M)
 
 
 @pytest.mark.parametrize(
   "cls",
-  [SoundStreamConfig, W2VBertConfig, MuLanConfig, AudioTowerConfig, TextTowerConfig, RVQConfig],
+  [
+    SoundStreamConfig,
+    SpectralCodecConfig,
+    W2VBertConfig,
+    MuLanConfig,
+    AudioTowerConfig,
+    TextTowerConfig,
+    RVQConfig,
+  ],
 )
 def test_config_dataclasses_define_no_sizes(cls):
   """A size is a gin file; a preset classmethod would be a second definition that can drift."""

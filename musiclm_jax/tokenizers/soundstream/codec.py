@@ -41,6 +41,8 @@ class SoundStreamCodec(AudioCodec):
     variables: {"params": ..., "quantizer": ...} of the generator.
   """
 
+  name = MODEL_NAME
+
   def __init__(self, config: SoundStreamConfig, variables: dict):
     self._model = SoundStream(config)
     super().__init__(config, variables)

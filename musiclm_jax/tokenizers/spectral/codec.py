@@ -47,6 +47,8 @@ class SpectralCodec(AudioCodec):
     variables: {"params": {"mean", "components"}, "quantizer": {"codebooks"}}.
   """
 
+  name = MODEL_NAME
+
   @classmethod
   def abstract(cls, config: SpectralCodecConfig) -> SpectralCodec:
     """A codec whose variables are `jax.ShapeDtypeStruct`s: for shape computations only."""
