@@ -203,7 +203,7 @@ def reconstruction_distances(
 
 
 def latent_errors(
-  codec: AudioCodec, audio: np.ndarray, levels: tuple[int, ...]
+  codec: SoundStreamCodec, audio: np.ndarray, levels: tuple[int, ...]
 ) -> dict[int, float]:
   """RMS of encoder output minus its quantization with each number of levels.
 
