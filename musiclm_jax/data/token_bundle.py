@@ -74,6 +74,11 @@ def bundle_under(root: str, batch_size: int = 8) -> TokenizerBundleConfig:
   )
 
 
+def bundle_codec_dir(config: TokenizerBundleConfig) -> str:
+  """The bundle's codec model dir (gin: what initialises the stage LMs' acoustic embeddings)."""
+  return config.codec_dir
+
+
 class CacheMismatchError(ValueError):
   """A token cache was made by other tokenizers (or another token spec) than a run names."""
 

@@ -18,9 +18,11 @@ import seqio
 
 from musiclm_jax.checkpoints import CheckpointConfig
 from musiclm_jax.data import stage_tasks
+from musiclm_jax.models import code_embeddings
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.runtime import distributed
+from musiclm_jax.stages import SEMANTIC, StageLayout
 from musiclm_jax.training import loop as train_loop
 from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
@@ -105,15 +107,51 @@ def unigram_accuracy(batches: Sequence[Mapping[str, np.ndarray]]) -> float:
   return float(correct / max(weights.sum(), 1))
 
 
+def repeat_accuracy(batches: Sequence[Mapping[str, np.ndarray]], layout: StageLayout) -> float:
+  """Accuracy of predicting each target as the same level's token one frame earlier.
+
+  The baseline of a stage whose tokens change slowly (acoustic codes at 50 Hz repeat from frame
+  to frame far more often than chance): an LM that has learnt the music, not only the code
+  frequencies, beats it. Scored over the target positions that have a previous frame.
+  """
+  targets = np.concatenate([b["decoder_target_tokens"] for b in batches])
+  weights = np.concatenate([b["decoder_loss_weights"] for b in batches]).astype(bool)
+  correct = total = 0
+  start = layout.inputs_length
+  for segment in layout.targets_segments:
+    period = 1 if segment.family == SEMANTIC else segment.num_levels
+    now = slice(start + period, start + segment.length)
+    before = slice(start, start + segment.length - period)
+    scored = weights[:, now] & weights[:, before]
+    correct += int(np.sum((targets[:, now] == targets[:, before]) & scored))
+    total += int(scored.sum())
+    start += segment.length
+  return float(correct / max(total, 1))
+
+
 def evaluate(
   trainer: Trainer, params: Any, task: str | seqio.Task, split: str, num_batches: int, seed: int
 ) -> dict[str, float]:
   """Per-token loss/accuracy over the first `num_batches` batches of `split` (no shuffling),
-  beside `unigram_accuracy` of the same batches (this host's share of them)."""
+  beside `unigram_accuracy` and `repeat_accuracy` of the same batches (this host's share)."""
   batches = _batches(task, trainer.model, split, trainer.batch_size, seed, 0, shuffle=False)
   batches = list(itertools.islice(batches, num_batches))
   metrics = trainer.evaluate(params, iter(batches), num_batches, f"Split {split!r} of {task}")
-  return {**metrics, "unigram_accuracy": unigram_accuracy(batches)}
+  return {
+    **metrics,
+    "unigram_accuracy": unigram_accuracy(batches),
+    "repeat_accuracy": repeat_accuracy(batches, trainer.model.layout),
+  }
+
+
+def _code_initialised(model: StageLM, codec_dir: str, seed: int) -> StageLM:
+  from musiclm_jax.tokenizers.codec_api import load_codec
+
+  codebooks = load_codec(codec_dir).codebooks()
+  ids, rows = code_embeddings.acoustic_code_rows(
+    model.layout, codebooks, model.config.d_model, seed
+  )
+  return model.with_initial_code_rows(ids, rows)
 
 
 def train(
@@ -137,6 +175,7 @@ def train(
   log_every_steps: int = 10,
   max_nonfinite_steps: int = 20,
   on_start: Callable[[], None] | None = None,
+  code_embeddings_codec_dir: str | None = None,
 ) -> dict[str, float]:
   """Trains `model` on `task` until `num_steps`, resuming from `model_dir` if possible.
 
@@ -162,12 +201,16 @@ def train(
     max_nonfinite_steps: abort after this many consecutive skipped (non-finite) steps.
     on_start: called on the chief once the checkpoint (if any) is accepted, before anything is
       written into `model_dir` (see `runner.run`).
+    code_embeddings_codec_dir: initialise the acoustic ids' embeddings and output rows from the
+      codebooks of the codec in this model dir (`models.code_embeddings`); None: random.
   Returns:
     The last logged metrics (train, and eval/... if evaluated).
   Raises:
     runner.Preempted: SIGTERM stopped the run after saving (rerun to resume).
   """
   partitioner = partitioner or Partitioner()
+  if code_embeddings_codec_dir is not None:
+    model = _code_initialised(model, code_embeddings_codec_dir, seed)
   trainer = Trainer(
     model,
     make_optimizer(optimizer),

@@ -479,7 +479,8 @@ def _model_rows(at: Layout, size: Size) -> list[list[str]]:
     lm = _metrics(at.stage(stage))
     held_out = (
       f"loss {_fmt(lm.get('eval/loss'))}, accuracy {_fmt(lm.get('eval/accuracy'))} "
-      f"(unigram {_fmt(lm.get('eval/unigram_accuracy'))})"
+      f"(unigram {_fmt(lm.get('eval/unigram_accuracy'))}, "
+      f"repeat previous frame {_fmt(lm.get('eval/repeat_accuracy'))})"
     )
     rows.append(
       [f"{stage} LM", lm.get("step"), _fmt(lm.get("loss")), held_out, lm.get("step_time_s")]

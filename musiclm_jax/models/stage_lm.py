@@ -10,6 +10,7 @@ and sampling (t5x's DecoderOnlyModel role). Batches are the model features of
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from musiclm_jax import architecture, checkpoints
 from musiclm_jax.decoding import sampling
@@ -53,6 +55,8 @@ class StageLM:
       the loss, the accuracy and `score_batch`. Sampling always masks to the position's
       codebook; this trains the distribution that sampling draws from, as per-codebook heads do
       (MusicGen), and spares a small model from first learning which id range comes next.
+    initial_code_rows: (ids, rows) written into the token embedding and the output projection
+      at initialisation (`models.code_embeddings`: the codec's codebooks); None: random.
   """
 
   def __init__(
@@ -64,6 +68,7 @@ class StageLM:
     label_smoothing: float = 0.0,
     sampling_config: SamplingConfig = SamplingConfig(),
     codebook_softmax: bool = False,
+    initial_code_rows: tuple[np.ndarray, np.ndarray] | None = None,
   ):
     if codebook_softmax and label_smoothing:
       raise ValueError(
@@ -76,6 +81,7 @@ class StageLM:
     self.label_smoothing = label_smoothing
     self.codebook_softmax = codebook_softmax
     self.sampling_config = sampling_config
+    self.initial_code_rows = initial_code_rows
     self.vocab_size = layout.padded_vocab_size()
     self.module = Decoder(config, self.vocab_size)
 
@@ -106,7 +112,16 @@ class StageLM:
   def get_initial_variables(self, rng: jax.Array, batch_size: int = 1) -> PyTree:
     """Initial parameters, boxed with their logical axis names ({'params': ...})."""
     tokens = jnp.zeros((batch_size, self.sequence_length), jnp.int32)
-    return {"params": self.module.init(rng, tokens, tokens)["params"]}
+    params = self.module.init(rng, tokens, tokens)["params"]
+    if self.initial_code_rows is not None:
+      params = _with_code_rows(params, *self.initial_code_rows, self.config.d_model)
+    return {"params": params}
+
+  def with_initial_code_rows(self, ids: np.ndarray, rows: np.ndarray) -> StageLM:
+    """This model, initialised with `rows` at `ids` (see `initial_code_rows`)."""
+    model = copy.copy(self)
+    model.initial_code_rows = (np.asarray(ids, np.int32), np.asarray(rows, np.float32))
+    return model
 
   def _logits(self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None) -> jax.Array:
     rngs = None if dropout_rng is None else {"dropout": dropout_rng}
@@ -416,3 +431,23 @@ def load_stage_lm(model_dir: str, step: int | None = None) -> tuple[StageLM, PyT
     codebook_softmax=saved.get("codebook_softmax", False),
   )
   return model, tree["params"], step
+
+
+def _with_code_rows(params: PyTree, ids: np.ndarray, rows: np.ndarray, width: int) -> PyTree:
+  """`rows` (unit RMS) into the embedding table and, scaled to its fan-in init, the logits kernel.
+
+  The same vectors in and out: an id's logit starts as the similarity of the final hidden state
+  to that code's vector, so copying a code's embedding forward predicts it and its neighbours.
+  """
+  if rows.shape != (len(ids), width):
+    raise ValueError(f"initial code rows of shape {rows.shape}, expected ({len(ids)}, {width}).")
+  if len(ids) == 0:
+    return params
+  params = dict(params)
+  table = params["token_embedding"]
+  params["token_embedding"] = table.replace_boxed(table.unbox().at[ids].set(rows))
+  logits = dict(params["logits_dense"])
+  kernel = logits["kernel"]
+  logits["kernel"] = kernel.replace_boxed(kernel.unbox().at[:, ids].set(rows.T / np.sqrt(width)))
+  params["logits_dense"] = logits
+  return params

@@ -156,6 +156,20 @@ class AudioCodec(abc.ABC):
     """Codes per level; codes are in [0, codebook_size) (1024 in the paper config)."""
     return self.config.rvq.codebook_size
 
+  def codebooks(self) -> np.ndarray:
+    """The RVQ code vectors, float32 [num_levels, codebook_size, rvq.dim], on the host.
+
+    Both architectures keep them as the `codebooks` leaf of the `quantizer` collection.
+    """
+    found = [
+      leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path(self.variables["quantizer"])
+      if getattr(path[-1], "key", None) == "codebooks"
+    ]
+    if len(found) != 1:
+      raise ValueError(f"{self.name} codec: expected one 'codebooks' leaf, found {len(found)}.")
+    return np.asarray(jax.device_get(found[0]), np.float32)
+
   @property
   def num_params(self) -> int:
     """Weights of the encoder and decoder (collection `params`; codebooks not counted)."""

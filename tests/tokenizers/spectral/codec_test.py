@@ -43,6 +43,17 @@ def test_encode_and_decode_shapes(codec):
     abstract.encode(AUDIO)
 
 
+@pytest.mark.parametrize("thing", ["spectral_codec", "soundstream"])
+def test_both_codecs_hand_out_their_code_vectors(thing):
+  """What initialises the stage LMs' acoustic embeddings (models.code_embeddings)."""
+  from musiclm_jax.tokenizers.codec_api import random_codec
+
+  config = size_config(thing, "tiny")
+  books = random_codec(config).codebooks()
+  assert books.shape == (config.num_levels, config.rvq.codebook_size, config.rvq.dim)
+  assert books.dtype == np.float32 and np.isfinite(books).all() and books.std() > 0
+
+
 def test_first_levels_of_the_codes_are_the_codes_of_fewer_levels(codec):
   np.testing.assert_array_equal(codec.encode(AUDIO)[..., :2], codec.encode(AUDIO, num_levels=2))
 
