@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -18,6 +19,8 @@ pytestmark = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The token world's codebooks (tests/conftest.py): semantic 32 clusters, acoustic 16 codes a level.
+CODEBOOK_SIZES = {"semantic": 32, "coarse": 16, "fine": 16}
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +76,11 @@ def test_stage_lms_train_from_the_cache_and_their_losses_fall(
   )
   assert code == 0
   losses = _losses(capsys.readouterr().out)
-  assert len(losses) == 6 and losses[-1] < 0.8 * losses[0], losses
+  # Below chance (a uniform guess over the target's codebook, which is what the codebook softmax
+  # normalises over), not only below the first logged loss: the coarse and fine LMs start from the
+  # codec's codebooks, so their first loss is already lower than a random model's.
+  chance = math.log(CODEBOOK_SIZES[stage])
+  assert len(losses) == 6 and losses[-1] < losses[0] and losses[-1] < 0.9 * chance, losses
   with open(tmp_path / "final_metrics.json") as f:
     assert json.load(f)["step"] == 60
 
