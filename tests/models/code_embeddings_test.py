@@ -13,6 +13,7 @@ from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.models import code_embeddings
 from musiclm_jax.models.stage_lm import StageLM
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer
+from tests.models.prefix_lm_features import prefix_lm_features
 
 TOKENS = stages.TokenSpec.tiny()  # acoustic: 6 levels × 16 codes, 2 coarse
 CONFIG = TransformerConfig(
@@ -126,7 +127,7 @@ LM_CONFIG = TransformerConfig(
 )
 
 
-def _held_notes(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
+def _held_notes(rng: np.random.Generator, batch: int) -> dict:
   frames, size = HELD_LAYOUT.acoustic_frames, HELD.acoustic_codebook_size
   change = rng.random((batch, frames, 3)) < 0.25
   change[:, 0] = True
@@ -136,14 +137,7 @@ def _held_notes(rng: np.random.Generator, batch: int) -> dict[str, np.ndarray]:
   inputs, targets = HELD_LAYOUT.encode(
     {"mulan": rng.integers(0, 16, (batch, 2)), "semantic": semantic, "acoustic": acoustic}
   )
-  sequence = np.concatenate([inputs, targets], axis=1)
-  positions = np.broadcast_to(np.arange(sequence.shape[1]), sequence.shape)
-  return {
-    "decoder_target_tokens": sequence,
-    "decoder_input_tokens": np.pad(sequence, ((0, 0), (1, 0)))[:, :-1],
-    "decoder_loss_weights": (positions >= HELD_LAYOUT.inputs_length).astype(np.int32),
-    "decoder_causal_attention": (positions <= HELD_LAYOUT.inputs_length).astype(np.int32),
-  }
+  return prefix_lm_features(HELD_LAYOUT, inputs, targets)
 
 
 def _held_out_accuracy_after(steps: int, learning_rate: float) -> tuple[float, float]:

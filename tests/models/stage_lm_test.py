@@ -25,6 +25,7 @@ from musiclm_jax.decoding import sampling
 from musiclm_jax.jobs import stage_lm as stage_lm_job
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.models.stage_lm import SamplingConfig, StageLM, load_stage_lm
+from tests.models.prefix_lm_features import prefix_lm_features
 
 TOKENS = stages.TokenSpec.tiny()
 # semantic: 4 inputs + 16 targets; coarse: 8 inputs + 16 targets alternating two id ranges.
@@ -72,18 +73,6 @@ def _inputs(stage: str, seed: int = 0) -> jax.Array:
 def _targets(stage: str, seed: int = 1) -> jax.Array:
   layout = LAYOUTS[stage]
   return jnp.asarray(_random_ids(layout.target_id_ranges(), np.random.default_rng(seed)))
-
-
-def _batch(layout: stages.StageLayout, inputs, targets) -> dict[str, jax.Array]:
-  """Model features as `seqio.PrefixLMFeatureConverter` + stage_tasks build them."""
-  sequence = jnp.concatenate([inputs, targets], axis=1)
-  positions = jnp.broadcast_to(jnp.arange(sequence.shape[1]), sequence.shape)
-  return {
-    "decoder_target_tokens": sequence,
-    "decoder_input_tokens": jnp.pad(sequence, ((0, 0), (1, 0)))[:, :-1],
-    "decoder_loss_weights": (positions >= layout.inputs_length).astype(jnp.int32),
-    "decoder_causal_attention": (positions <= layout.inputs_length).astype(jnp.int32),
-  }
 
 
 @functools.cache
@@ -186,7 +175,7 @@ def test_forced_targets_are_kept_and_condition_the_rest():
 def test_score_is_minus_loss_times_number_of_targets(stage):
   model, layout = _model(stage), LAYOUTS[stage]
   params = _params(stage)
-  batch = _batch(layout, _inputs(stage), _targets(stage))
+  batch = prefix_lm_features(layout, _inputs(stage), _targets(stage))
   scores = np.asarray(jax.jit(model.score_batch)(params, batch))
   assert scores.shape == (BATCH,) and np.all(scores < 0)
   loss_fn = jax.jit(lambda p, b: model.loss_fn(p, b, None))
@@ -206,7 +195,7 @@ def test_loss_ignores_positions_with_zero_weight():
   stage = "semantic"
   model, layout = _model(stage), LAYOUTS[stage]
   params = _params(stage)
-  batch = _batch(layout, _inputs(stage), _targets(stage))
+  batch = prefix_lm_features(layout, _inputs(stage), _targets(stage))
   ignored = layout.inputs_length + np.array([2, 5, 11])
   weights = batch["decoder_loss_weights"].at[:, ignored].set(0)
   batch = {**batch, "decoder_loss_weights": weights}
@@ -239,7 +228,7 @@ def test_loss_ignores_positions_with_zero_weight():
 def test_loss_normalizer_divides_the_summed_loss():
   stage = "semantic"
   model, layout = _model(stage), LAYOUTS[stage]
-  batch = _batch(layout, _inputs(stage), _targets(stage))
+  batch = prefix_lm_features(layout, _inputs(stage), _targets(stage))
   loss, metrics = model.loss_fn(_params(stage), batch, None)
   scaled, _ = model.loss_fn(_params(stage), batch, None, loss_normalizer=7.0)
   np.testing.assert_allclose(float(scaled), float(metrics["loss_sum"]) / 7.0, rtol=1e-6)
@@ -251,7 +240,7 @@ def test_loss_normalizer_divides_the_summed_loss():
 def test_z_loss_is_added_to_the_loss_and_reported():
   stage = "semantic"
   layout = LAYOUTS[stage]
-  batch = _batch(layout, _inputs(stage), _targets(stage))
+  batch = prefix_lm_features(layout, _inputs(stage), _targets(stage))
   plain, plain_metrics = _model(stage).loss_fn(_params(stage), batch, None)
   with_z, metrics = _model(stage, z_loss=0.1).loss_fn(_params(stage), batch, None)
   assert float(plain_metrics["z_loss_sum"]) == 0.0
@@ -268,11 +257,11 @@ def test_every_real_input_token_conditions_the_targets_when_inputs_are_padded():
   inputs = _inputs(stage)
   # A short clip under the 'pad' policy: the last two semantic frames of the inputs are PAD.
   inputs = inputs.at[:, -2:].set(stages.PAD_ID)
-  batch = _batch(layout, inputs, _targets(stage))
+  batch = prefix_lm_features(layout, inputs, _targets(stage))
   last_real = layout.inputs_length - 3
   lo, hi = layout.inputs_id_ranges()[last_real]
   changed_inputs = inputs.at[:, last_real].set(lo + (inputs[:, last_real] - lo + 1) % (hi - lo))
-  changed = _batch(layout, changed_inputs, _targets(stage))
+  changed = prefix_lm_features(layout, changed_inputs, _targets(stage))
   score = jax.jit(model.score_batch)
   assert np.abs(np.asarray(score(params, changed)) - np.asarray(score(params, batch))).max() > 1e-4
 
@@ -314,7 +303,7 @@ def test_codebook_of_id_gives_each_code_its_levels_range():
 def test_codebook_softmax_normalises_each_target_over_its_own_codebook():
   stage = "coarse"
   layout = LAYOUTS[stage]
-  batch = _batch(layout, _inputs(stage), _targets(stage))
+  batch = prefix_lm_features(layout, _inputs(stage), _targets(stage))
   params = _params(stage)
   restricted = StageLM(CONFIG, layout, z_loss=0.0, codebook_softmax=True)
   loss, metrics = restricted.loss_fn(params, batch, None)
