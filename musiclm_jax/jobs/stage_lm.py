@@ -22,7 +22,7 @@ from musiclm_jax.models import code_embeddings
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.runtime import distributed
-from musiclm_jax.stages import SEMANTIC, StageLayout
+from musiclm_jax.stages import ACOUSTIC, SEMANTIC, StageLayout
 from musiclm_jax.training import loop as train_loop
 from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
@@ -145,6 +145,8 @@ def evaluate(
 
 
 def _code_initialised(model: StageLM, codec_dir: str, seed: int) -> StageLM:
+  if ACOUSTIC not in model.layout.families:  # the semantic stage: nothing to initialise
+    return model
   from musiclm_jax.tokenizers.codec_api import load_codec
 
   codebooks = load_codec(codec_dir).codebooks()
