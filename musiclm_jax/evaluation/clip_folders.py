@@ -82,6 +82,20 @@ def audio_files(directory: str) -> list[str]:
   return [os.path.join(directory, n) for n in names if os.path.isfile(os.path.join(directory, n))]
 
 
+def _corpus_rows(corpus_dir: str) -> list[dict[str, str]]:
+  csv_path = os.path.join(corpus_dir, CORPUS_CSV)
+  with open(csv_path, newline="", encoding="utf-8") as f:
+    return list(csv.DictReader(f))
+
+
+def corpus_captions(corpus_dir: str) -> dict[str, str]:
+  """{clip id: caption} of a MusicCaps-layout corpus; {} when `corpus_dir` has no musiccaps.csv
+  (a plain folder of clips has no captions)."""
+  if not os.path.isfile(os.path.join(corpus_dir, CORPUS_CSV)):
+    return {}
+  return {row["ytid"]: row.get("caption") or "" for row in _corpus_rows(corpus_dir)}
+
+
 def corpus_split_files(corpus_dir: str, split: str) -> list[str]:
   """The audio files of `split`'s rows in a MusicCaps-layout corpus (see the module docstring).
 
@@ -91,8 +105,7 @@ def corpus_split_files(corpus_dir: str, split: str) -> list[str]:
   csv_path = os.path.join(corpus_dir, CORPUS_CSV)
   if not os.path.isfile(csv_path):
     raise EmptyFolderError(f"{corpus_dir}: no {CORPUS_CSV}, so no split {split!r} to read")
-  with open(csv_path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
+  rows = _corpus_rows(corpus_dir)
   if rows and "split" not in rows[0]:
     raise EmptyFolderError(f"{csv_path}: no 'split' column")
   ids = {row["ytid"] for row in rows if row.get("split") == split}

@@ -24,8 +24,9 @@ Given a folder of generated clips G and one of reference clips R (held-out music
 
 `scale` holds the same metrics where they have a meaning for: the reference split in two halves
 (the floor a generator of R's own distribution would reach at half the set size), white noise of
-the generated clips' lengths and loudness in place of G, and a shuffled pairing of G with R (the
-chance level of the paired metrics).
+the generated clips' lengths and loudness in place of G, a shuffled pairing of G with R (the
+chance level of the paired metrics), and R's clips with their own captions as prompts (when R is
+a captioned corpus: the ceiling of `instrument_auc` and `mcc` with this tagger and MuLan).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from musiclm_jax.data import audio_io
 from musiclm_jax.evaluation import distances, music_stats, notes
-from musiclm_jax.evaluation.clip_folders import ClipFolder, read_clip_folder
+from musiclm_jax.evaluation.clip_folders import ClipFolder, corpus_captions, read_clip_folder
 from musiclm_jax.evaluation.musicnn import MusicnnTagger, TaggerOutput, load_musicnn
 
 # MagnaTagATune tags that name an instrument (or family) a prompt can ask for, and the words of a
@@ -400,6 +401,26 @@ def _prompt_section(c: _Context, prompts_path: str, tokenizers_dir: str | None) 
   return report
 
 
+def _reference_caption_scale(c: _Context, reference_dir: str, tokenizers_dir: str | None) -> dict:
+  """The prompt metrics of R's clips under their own captions: what a generator that follows its
+  prompts as well as the corpus does would score."""
+  captions = corpus_captions(reference_dir)
+  units = [
+    PromptUnit(name, captions[name], audio)
+    for name, audio in zip(c.reference.names, c.reference.audio)
+    if captions.get(name)
+  ]
+  if not units:
+    return {}
+  tags = [c.reference_tags[c.reference.index()[u.name]].tags for u in units]
+  metrics = instrument_adherence(units, tags, list(c.tagger.labels))
+  metrics.pop("instrument_auc_per_tag", None)
+  if tokenizers_dir is not None:
+    c.log(f"MuLan cycle consistency over {len(units)} captioned reference clips")
+    metrics.update(mulan_consistency(units, tokenizers_dir, c.rate))
+  return {"reference_captions": metrics}
+
+
 def _merge_scale(*scales: dict) -> dict:
   merged: dict[str, dict] = {}
   for scale in scales:
@@ -456,15 +477,19 @@ def evaluate_folders(
   chroma_report, chroma_scale = _chroma_section(c)
   note_report, note_scale = _notes_section(c)
   report.update(tag_report | chroma_report | note_report)
+  prompt_scale = {}
   if prompts_path is not None:
     report.update(_prompt_section(c, prompts_path, tokenizers_dir))
+    prompt_scale = _reference_caption_scale(c, reference_dir, tokenizers_dir)
   log("music statistics")
   noise_stats = mean_statistics(noise, c.rate)
   report["statistics"] = {
     "generated": mean_statistics(generated.audio, c.rate),
     "reference": mean_statistics(reference.audio, c.rate),
   }
-  report["scale"] = _merge_scale(tag_scale, chroma_scale, note_scale, {"white_noise": noise_stats})
+  report["scale"] = _merge_scale(
+    tag_scale, chroma_scale, note_scale, prompt_scale, {"white_noise": noise_stats}
+  )
   skipped = [*generated.skipped, *reference.skipped, *(melody.skipped if melody else ())]
   report["skipped"] = [s.record() for s in skipped]
   return report

@@ -91,3 +91,29 @@ def test_prompts_name_instruments_by_their_tags():
   assert named("A lively folk fiddle tune", labels) == {"violin"}
   assert named("A dance tune on the flute and piano.", labels) == {"flute", "piano"}
   assert named("harpsichord", labels) == {"harpsichord"}  # not 'harp'
+
+
+def test_a_captioned_reference_scores_its_own_captions(tmp_path):
+  """With R a captioned corpus, `scale.reference_captions` is R under its own captions: a folder
+  of R's clips prompted with those captions scores exactly that."""
+  import csv
+  import json
+
+  render_corpus(str(tmp_path / "corpus"), num_clips=8, clip_seconds=4.0, seed=7, progress=False)
+  with open(tmp_path / "corpus" / "musiccaps.csv", newline="") as f:
+    rows = [row for row in csv.DictReader(f) if row["split"] == "train"]
+  generated = tmp_path / "generated"
+  generated.mkdir()
+  with open(tmp_path / "prompts.jsonl", "w") as f:
+    for row in rows:
+      shutil.copy(tmp_path / "corpus" / "audio" / f"{row['ytid']}.wav", generated)
+      f.write(json.dumps({"id": row["ytid"], "text": row["caption"], "seconds": 4}) + "\n")
+  report = music_report.evaluate_folders(
+    str(generated),
+    str(tmp_path / "corpus"),
+    prompts_path=str(tmp_path / "prompts.jsonl"),
+    reference_split="train",
+  )
+  ceiling = report["scale"]["reference_captions"]
+  assert "instrument_auc" in report, report  # the seed's captions name tagger instruments
+  assert ceiling["instrument_auc"] == pytest.approx(report["instrument_auc"])

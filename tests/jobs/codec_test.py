@@ -26,8 +26,9 @@ from tests.size_configs import size_config
 
 CROP = 480 * 10
 BATCH = 8
-# The learning test's crops and clips: 0.5 s, 25 frames.
+# The learning test's crops and clips: 0.5 s, 25 frames; its steps.
 LEARNING_CROP = 12_000
+LEARNING_STEPS = 150
 
 
 pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
@@ -117,7 +118,7 @@ def test_metadata_round_trips_the_architecture():
 @pytest.fixture(scope="module")
 def few_clips(tmp_path_factory) -> AudioSource:
   """Rendered music cut to clips as long as a training crop: every batch is the whole train
-  split (8 clips), so 400 CPU steps train the tiny codec far enough that its deeper levels matter."""
+  split (8 clips), so 150 CPU steps train the tiny codec far enough that its deeper levels matter."""
   manual_dir = tmp_path_factory.mktemp("few_rendered")
   render_corpus(
     str(manual_dir), num_clips=10, clip_seconds=LEARNING_CROP / 24_000, seed=3, progress=False
@@ -144,9 +145,10 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
   On held-out clips the codec's reconstructions improve too (asserted), but at this budget only
   in what a clip-wide spectrum and the note onsets give: deeper levels do not help there yet
   (printed). That needs the decoder to render pitched partials of unseen music, which takes far
-  more steps than a CPU test has (issue 4; BENCHMARKS.md has the longer runs). Measured here:
-  start 3.13; train clips 0.89 (1 level) → 0.71 (4) → 0.70 (12); held out 1.28 (1) and 1.32 (12);
-  latent RMS error 0.72 → 0.40 → 0.25."""
+  more steps than a CPU test has (issue 4; BENCHMARKS.md has the longer runs). Measured here
+  after 150 steps: start 3.13; train clips 1.17 (1 level) → 0.99 (4) → 0.96 (12); held out 1.30 (1)
+  and 1.32 (12); latent RMS error 0.57 → 0.41 → 0.33. (400 steps reach 0.89 → 0.71 → 0.70 and
+  0.72 → 0.40 → 0.25 at 2.6× the time; the SoundStream codec is no longer the quickstart's.)"""
   config = size_config("soundstream", "tiny")
   config = dataclasses.replace(
     config, rvq=dataclasses.replace(config.rvq, num_levels=12, codebook_size=2)
@@ -161,7 +163,12 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
   trainer = make_gan_trainer(model, single, BATCH, adam, adam)
   start = codec_train_job.evaluate_codec(trainer, trainer.init_state(0), few_clips, "eval", 1, 0)
   final = _train(
-    few_clips, tmp_path / "run", 400, model=model, generator_optimizer=adam, log_every_steps=100
+    few_clips,
+    tmp_path / "run",
+    LEARNING_STEPS,
+    model=model,
+    generator_optimizer=adam,
+    log_every_steps=100,
   )
   start_distance = start["mel_distance_all_levels"]
   assert final["eval/mel_distance_all_levels"] < 0.6 * start_distance, (start, final)
@@ -172,7 +179,9 @@ def test_codec_learns_rendered_music(few_clips, tmp_path):
   distances = codec_quality.reconstruction_distances(codec, learned, (1, 4, 12))
   held_out = codec_quality.reconstruction_distances(codec, _clips(few_clips, "eval", 2), (1, 12))
   errors = codec_quality.latent_errors(codec, learned, (1, 4, 12))
-  print(f"mel distance: start {start_distance:.3f}; after 400 steps by levels {distances} on the")
+  print(
+    f"mel distance: start {start_distance:.3f}; after {LEARNING_STEPS} steps by levels {distances} on the"
+  )
   print(f"train clips, {held_out} held out; latent RMS error by levels {errors}")
   assert distances[12] < 0.9 * distances[1] and distances[4] < distances[1], distances
   assert errors[12] < 0.7 * errors[1] and errors[4] < errors[1], errors
