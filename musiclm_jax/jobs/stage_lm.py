@@ -22,7 +22,7 @@ from musiclm_jax.models import code_embeddings
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
 from musiclm_jax.partitioning import Partitioner
 from musiclm_jax.runtime import distributed
-from musiclm_jax.stages import ACOUSTIC, SEMANTIC, StageLayout
+from musiclm_jax.stages import ACOUSTIC, MULAN, SEMANTIC, StageLayout
 from musiclm_jax.training import loop as train_loop
 from musiclm_jax.training import runner
 from musiclm_jax.training.optimizers import OptimizerConfig, make_optimizer, make_schedule
@@ -129,19 +129,44 @@ def repeat_accuracy(batches: Sequence[Mapping[str, np.ndarray]], layout: StageLa
   return float(correct / max(total, 1))
 
 
+def swapped_conditioning(batch: Mapping[str, np.ndarray], layout: StageLayout) -> dict | None:
+  """`batch` with each example's MuLan tokens taken from the next example (rolled by one).
+
+  An LM that uses its conditioning scores worse on it; one that ignores it (or only uses it to
+  recall training clips, on held-out data) scores the same. None: the stage has no MuLan prefix.
+  """
+  first = layout.inputs_segments[0]
+  if first.family != MULAN:
+    return None
+  span = first.length  # the prefix's first segment; decoder inputs are shifted right by BOS
+  swapped = {name: np.array(value) for name, value in batch.items()}
+  targets, inputs = swapped["decoder_target_tokens"], swapped["decoder_input_tokens"]
+  targets[:, :span] = np.roll(targets[:, :span], 1, axis=0)
+  inputs[:, 1 : span + 1] = np.roll(inputs[:, 1 : span + 1], 1, axis=0)
+  return swapped
+
+
 def evaluate(
   trainer: Trainer, params: Any, task: str | seqio.Task, split: str, num_batches: int, seed: int
 ) -> dict[str, float]:
   """Per-token loss/accuracy over the first `num_batches` batches of `split` (no shuffling),
-  beside `unigram_accuracy` and `repeat_accuracy` of the same batches (this host's share)."""
+  beside `unigram_accuracy` and `repeat_accuracy` of the same batches (this host's share), and
+  for stages conditioned on MuLan `swapped_conditioning_loss`: the loss with each example's MuLan
+  tokens swapped for another's (equal to `loss`: the conditioning is not used)."""
   batches = _batches(task, trainer.model, split, trainer.batch_size, seed, 0, shuffle=False)
   batches = list(itertools.islice(batches, num_batches))
-  metrics = trainer.evaluate(params, iter(batches), num_batches, f"Split {split!r} of {task}")
-  return {
-    **metrics,
+  described = f"Split {split!r} of {task}"
+  metrics = trainer.evaluate(params, iter(batches), num_batches, described)
+  layout = trainer.model.layout
+  metrics |= {
     "unigram_accuracy": unigram_accuracy(batches),
-    "repeat_accuracy": repeat_accuracy(batches, trainer.model.layout),
+    "repeat_accuracy": repeat_accuracy(batches, layout),
   }
+  swapped = [swapped_conditioning(batch, layout) for batch in batches]
+  if batches and swapped[0] is not None:
+    swapped_metrics = trainer.evaluate(params, iter(swapped), len(swapped), described)
+    metrics["swapped_conditioning_loss"] = swapped_metrics["loss"]
+  return metrics
 
 
 def _code_initialised(model: StageLM, codec_dir: str, seed: int) -> StageLM:

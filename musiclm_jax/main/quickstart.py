@@ -98,6 +98,11 @@ SIZES = {
 PROMPTS = (
   ("chorale", "A slow Bach chorale played by a string quartet, calm, in a major key."),
   ("fiddle", "A lively folk fiddle tune in a fast tempo, major key."),
+  # Three more instruments the independent tagger knows, so that instrument adherence is an AUC
+  # over seven prompt units rather than four.
+  ("piano", "A gentle solo piano piece, slow and soft, in a minor key."),
+  ("guitar", "A folk song played on an acoustic guitar at a medium tempo."),
+  ("harpsichord", "A bright baroque dance played on a harpsichord."),
 )
 STORY = ("A gentle hymn on a church organ.", "A fast dance tune on the flute and piano.")
 
@@ -503,6 +508,8 @@ def _model_rows(at: Layout, size: Size) -> list[list[str]]:
       f"(unigram {_fmt(lm.get('eval/unigram_accuracy'))}, "
       f"repeat previous frame {_fmt(lm.get('eval/repeat_accuracy'))})"
     )
+    if "eval/swapped_conditioning_loss" in lm:  # equal to the loss: the MuLan tokens go unused
+      held_out += f"; loss with swapped MuLan tokens {_fmt(lm['eval/swapped_conditioning_loss'])}"
     rows.append(
       [f"{stage} LM", lm.get("step"), _fmt(lm.get("loss")), held_out, lm.get("step_time_s")]
     )
@@ -542,10 +549,17 @@ def _music_verdict(at: Layout) -> str:
     f"white noise {_fmt(noise.get('fad_musicnn'))})",
     f"KLD {_fmt(report.get('kld_musicnn'))} (noise {_fmt(noise.get('kld_musicnn'))})",
   ]
+  captions = scale.get("reference_captions", {})  # held-out clips under their own captions
   if "mcc" in report:
-    parts.append(f"MCC {_fmt(report['mcc'])} (chance {_fmt(report.get('mcc_chance'))})")
+    parts.append(
+      f"MCC {_fmt(report['mcc'])} (chance {_fmt(report.get('mcc_chance'))}, "
+      f"held-out clips {_fmt(captions.get('mcc'))})"
+    )
   if "instrument_auc" in report:
-    parts.append(f"instrument AUC {_fmt(report['instrument_auc'])} (chance 0.5)")
+    parts.append(
+      f"instrument AUC {_fmt(report['instrument_auc'])} (chance 0.5, "
+      f"held-out clips {_fmt(captions.get('instrument_auc'))})"
+    )
   for key, label in (("chroma_change_per_s", "chroma change/s"), ("tonal_fraction", "tonal")):
     parts.append(f"{label} {_fmt(generated.get(key))} (held-out {_fmt(reference.get(key))})")
   return "Music vs held-out clips: " + "; ".join(parts) + f". Details: {at.evaluation}"

@@ -63,3 +63,32 @@ def test_repeat_accuracy_of_the_semantic_stage_steps_one_token():
   assert repeat_accuracy([_batch(targets, weights)], layout) == pytest.approx(
     (segment.length // 2) / (segment.length - 1)
   )
+
+
+def test_swapped_conditioning_moves_only_the_mulan_tokens_one_example_on():
+  import jax.numpy as jnp
+
+  from musiclm_jax.jobs.stage_lm import swapped_conditioning
+  from tests.models.prefix_lm_features import prefix_lm_features
+
+  layout = stages.StageLayout("coarse", stages.TokenSpec.tiny(), 1.0)
+  rng = np.random.default_rng(0)
+  inputs = rng.integers(2, layout.vocab_size, (3, layout.inputs_length))
+  targets = rng.integers(2, layout.vocab_size, (3, layout.targets_length))
+  batch = {k: np.asarray(v) for k, v in prefix_lm_features(layout, inputs, targets).items()}
+  swapped = swapped_conditioning(batch, layout)
+  span = layout.inputs_segments[0].length  # the MuLan tokens
+  np.testing.assert_array_equal(
+    swapped["decoder_target_tokens"][:, :span], inputs[[2, 0, 1], :span]
+  )
+  np.testing.assert_array_equal(
+    swapped["decoder_target_tokens"][:, span:], batch["decoder_target_tokens"][:, span:]
+  )
+  # The decoder still reads its targets shifted right by BOS, and the batch is left as it was.
+  shifted = jnp.pad(swapped["decoder_target_tokens"], ((0, 0), (1, 0)))[:, :-1]
+  np.testing.assert_array_equal(swapped["decoder_input_tokens"], shifted)
+  np.testing.assert_array_equal(batch["decoder_target_tokens"][:, :span], inputs[:, :span])
+  for key in ("decoder_loss_weights", "decoder_causal_attention"):
+    np.testing.assert_array_equal(swapped[key], batch[key])
+  fine = stages.StageLayout("fine", stages.TokenSpec.tiny(), 1.0)
+  assert swapped_conditioning(batch, fine) is None  # no MuLan prefix to swap

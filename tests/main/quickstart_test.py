@@ -39,7 +39,8 @@ def _run(out_dir: Path, size: str = "ci") -> float:
 
 def _check_music(out_dir: Path, summary: dict) -> None:
   seconds = quickstart.SIZES["ci"].prompt_seconds
-  assert [m["id"] for m in summary["music"]] == ["chorale", "fiddle", "story"]
+  ids = ["chorale", "fiddle", "piano", "guitar", "harpsichord", "story"]
+  assert [m["id"] for m in summary["music"]] == ids
   for music in summary["music"]:
     info = sf.info(music["wav"])
     assert info.samplerate == SAMPLE_RATE and info.frames == seconds * SAMPLE_RATE
@@ -65,6 +66,9 @@ def _check_models(out_dir: Path) -> None:
   for stage in quickstart.STAGES:
     lm = metrics("stages", stage)
     assert lm["step"] == 2 and math.isfinite(lm["loss"]) and math.isfinite(lm["eval/loss"])
+    # The conditioning check: only the stages conditioned on MuLan have one.
+    swapped = lm.get("eval/swapped_conditioning_loss")
+    assert (swapped is None) == (stage == "fine") and (swapped is None or math.isfinite(swapped))
   codec = metrics("tokenizers", "codec")
   assert codec["eval/mel_distance_all_levels"] < codec["eval/mel_distance_silence"]
   mulan = metrics("tokenizers", "mulan")
@@ -75,12 +79,14 @@ def _check_models(out_dir: Path) -> None:
 def _check_evaluation(summary: dict) -> None:
   """The music was scored against the held-out split, each number beside its scale."""
   report = summary["evaluation"]
-  assert report["num_generated"] == 3 and report["num_reference"] >= 1
+  assert report["num_generated"] == 6 and report["num_reference"] >= 1
   assert report["reference_split"] == "eval"
   assert math.isfinite(report["fad_musicnn"]) and report["fad_musicnn"] >= 0
   assert math.isfinite(report["scale"]["white_noise"]["fad_musicnn"])
   assert -1.0 <= report["mcc"] <= 1.0 and math.isfinite(report["mcc_chance"])
-  assert report["prompt_units"] == 4  # chorale, fiddle and the story's two segments
+  assert report["prompt_units"] == 7  # five prompts and the story's two segments
+  # The held-out clips under their own captions: the ceiling of prompt adherence.
+  assert -1.0 <= report["scale"]["reference_captions"]["mcc"] <= 1.0
 
 
 def test_quickstart_makes_music_then_resumes_instead_of_redoing(tmp_path, capsys):
