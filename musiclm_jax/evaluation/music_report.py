@@ -23,7 +23,9 @@ Given a folder of generated clips G and one of reference clips R (held-out music
   fraction).
 
 `scale` holds the same metrics where they have a meaning for: the reference split in two halves
-(the floor a generator of R's own distribution would reach at half the set size), white noise of
+(the floor a generator of R's own distribution would reach at half the set size), as many
+reference clips as G has against the rest (the same floor at G's set size: FAD grows as sets
+shrink, so a few generated clips are read against this), white noise of
 the generated clips' lengths and loudness in place of G, a shuffled pairing of G with R (the
 chance level of the paired metrics), and R's clips with their own captions as prompts (when R is
 a captioned corpus: the ceiling of `instrument_auc` and `mcc` with this tagger and MuLan).
@@ -124,6 +126,33 @@ def tagger_metrics(
   if pairs:
     metrics["kld_musicnn_paired"] = _paired_kld(reference, generated, pairs)
   return metrics
+
+
+def same_count_reference(
+  reference: Sequence[TaggerOutput], count: int, seed: int, draws: int = 5
+) -> dict[str, float]:
+  """FAD and set KLD of `count` reference clips against the other reference clips, averaged
+  over `draws` seeded random splits (with FAD's spread): what real music of R's distribution
+  scores as a set of as many clips as G has. FAD falls with the number of clips (a set of 3
+  real clips scores far worse than one of 28), so G's FAD is read against this, not only
+  against the halves. {} when R has no more than `count` clips."""
+  if len(reference) <= count:
+    return {}
+  rng = np.random.default_rng(seed)
+  fads, klds = [], []
+  for _ in range(draws):
+    order = rng.permutation(len(reference))
+    subset = [reference[i] for i in order[:count]]
+    rest = [reference[i] for i in order[count:]]
+    metrics = tagger_metrics(subset, rest, [])
+    fads.append(metrics["fad_musicnn"])
+    klds.append(metrics["kld_musicnn_sets"])
+  return {
+    "num_clips": count,
+    "fad_musicnn": float(np.mean(fads)),
+    "fad_musicnn_std": float(np.std(fads)),
+    "kld_musicnn_sets": float(np.mean(klds)),
+  }
 
 
 # -- chroma, notes and statistics --------------------------------------------------------------------
@@ -309,6 +338,8 @@ def _tagger_section(c: _Context) -> tuple[dict, dict]:
   scale: dict[str, dict] = {"reference_halves": {}, "white_noise": {}, "shuffled_pairing": {}}
   if half_b:
     scale["reference_halves"] = tagger_metrics(half_a, half_b, [])
+  count = len(c.generated_tags)
+  scale["reference_same_count"] = same_count_reference(c.reference_tags, count, c.settings.seed)
   noise = tagger_metrics(c.noise_tags, c.reference_tags, pairs)
   noise["kld_musicnn"] = noise.get("kld_musicnn_paired", noise["kld_musicnn_sets"])
   scale["white_noise"] = noise

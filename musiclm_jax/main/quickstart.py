@@ -544,8 +544,10 @@ def _music_verdict(at: Layout) -> str:
   halves, noise = scale.get("reference_halves", {}), scale.get("white_noise", {})
   stats = report.get("statistics", {})
   generated, reference = stats.get("generated", {}), stats.get("reference", {})
+  same = scale.get("reference_same_count", {})  # as many held-out clips as were generated
   parts = [
-    f"FAD_musicnn {_fmt(report.get('fad_musicnn'))} (held-out halves {_fmt(halves.get('fad_musicnn'))}, "
+    f"FAD_musicnn {_fmt(report.get('fad_musicnn'))} ({same.get('num_clips', '?')} held-out clips "
+    f"{_fmt(same.get('fad_musicnn'))}, held-out halves {_fmt(halves.get('fad_musicnn'))}, "
     f"white noise {_fmt(noise.get('fad_musicnn'))})",
     f"KLD {_fmt(report.get('kld_musicnn'))} (noise {_fmt(noise.get('kld_musicnn'))})",
   ]

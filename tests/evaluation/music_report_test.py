@@ -117,3 +117,24 @@ def test_a_captioned_reference_scores_its_own_captions(tmp_path):
   ceiling = report["scale"]["reference_captions"]
   assert "instrument_auc" in report, report  # the seed's captions name tagger instruments
   assert ceiling["instrument_auc"] == pytest.approx(report["instrument_auc"])
+
+
+def test_same_count_reference_shows_fad_growing_as_sets_shrink():
+  """Clips drawn from one distribution: a set of 2 scores a far larger FAD than a set of 12
+  against the rest, which is why G's FAD is read against as many reference clips as G has."""
+  from musiclm_jax.evaluation.musicnn import TaggerOutput
+
+  rng = np.random.default_rng(0)
+
+  def clip():
+    tags = rng.uniform(0.1, 0.9, (3, 50)).astype(np.float32)
+    embeddings = rng.standard_normal((3, 8)).astype(np.float32)
+    return TaggerOutput(tags, embeddings, np.zeros((3, 1), np.float32))
+
+  reference = [clip() for _ in range(24)]
+  two = music_report.same_count_reference(reference, 2, seed=0)
+  twelve = music_report.same_count_reference(reference, 12, seed=0)
+  assert two["num_clips"] == 2 and twelve["num_clips"] == 12
+  assert two["fad_musicnn"] > 3 * twelve["fad_musicnn"] > 0
+  assert two["fad_musicnn_std"] > 0
+  assert music_report.same_count_reference(reference, 24, seed=0) == {}  # nothing left over
