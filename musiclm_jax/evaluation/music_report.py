@@ -443,7 +443,8 @@ def _reference_caption_scale(c: _Context, reference_dir: str, tokenizers_dir: st
   ]
   if not units:
     return {}
-  tags = [c.reference_tags[c.reference.index()[u.name]].tags for u in units]
+  index = c.reference.index()
+  tags = [c.reference_tags[index[u.name]].tags for u in units]
   metrics = instrument_adherence(units, tags, list(c.tagger.labels))
   metrics.pop("instrument_auc_per_tag", None)
   if tokenizers_dir is not None:
