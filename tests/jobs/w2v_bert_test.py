@@ -132,7 +132,14 @@ def test_semantic_model_learns_and_its_tokens_follow_the_music(rendered, tmp_pat
   start = w2v_bert_train_job.evaluate_w2v_bert(
     trainer, trainer.init_state(0).params, source, "eval", 2, 0
   )
-  final = _train(source, tmp_path / "w2v", 1000, log_every_steps=100)
+  # One checkpoint at the end: the default of every 2 steps writes 500 of them (minutes of CI).
+  final = _train(
+    source,
+    tmp_path / "w2v",
+    1000,
+    log_every_steps=100,
+    checkpoint=CheckpointConfig(save_interval_steps=1000, max_to_keep=1, save_on_sigterm=False),
+  )
   chance = 1.0 / model.config.codebook_size
   print("start", {k: round(v, 4) for k, v in start.items()})
   print("final", {k: round(v, 4) for k, v in final.items() if k.startswith("eval/")})
