@@ -1,5 +1,5 @@
 """Codec vs Opus quality: SI-SNR, the Opus round trip on a real rendered clip, the comparison table
-and `musiclm-jax bench codec-quality` on a codec trained for one step."""
+and `musiclm-jax bench codec-quality` on a fitted spectral codec."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.data.builders import build
 from musiclm_jax.data.render.corpus import render_corpus
 from musiclm_jax.evaluation import codec_quality
-from musiclm_jax.jobs import codec as codec_train_job
+from musiclm_jax.jobs import spectral_codec as spectral_codec_job
 from musiclm_jax.main import cli
-from musiclm_jax.models.soundstream import SoundStreamGAN
 from musiclm_jax.partitioning import MeshConfig, Partitioner
 from musiclm_jax.tokenizers.soundstream.codec import SoundStreamCodec
-from musiclm_jax.training import optimizers
 from tests.size_configs import size_config
 
 SR = 24_000
@@ -112,30 +110,29 @@ def test_comparison_rows_of_a_random_codec(clip):
 
 @needs_opus
 @pytest.mark.slow
-def test_bench_codec_quality_on_a_codec_trained_one_step(rendered, tmp_path, capsys):
+def test_bench_codec_quality_on_a_fitted_spectral_codec(rendered, tmp_path, capsys):
+  # The quickstart's codec: fitted in seconds, where one SoundStream GAN step compiles for minutes.
   data_dir = str(tmp_path / "tfds")
   build.build_dataset("rendered_music", data_dir=data_dir, manual_dir=rendered)
   source = AudioSource("rendered_music/24khz", data_dir)
   model_dir = str(tmp_path / "codec")
-  codec_train_job.train_codec(
-    model=SoundStreamGAN(size_config("soundstream", "tiny"), crop_samples=4800),
+  spectral_codec_job.fit_spectral_codec(
+    config=size_config("spectral_codec", "tiny"),
     source=source,
     model_dir=model_dir,
-    num_steps=1,
-    batch_size=2,
-    generator_optimizer=optimizers.OptimizerConfig(warmup_steps=0),
-    discriminator_optimizer=optimizers.OptimizerConfig(warmup_steps=0),
-    checkpoint=CheckpointConfig(save_on_sigterm=False),
+    fit=spectral_codec_job.FitConfig(
+      crop_samples=2 * SR, batch_size=4, kmeans_iters=2, kmeans_init_samples=1024
+    ),
     eval_split=None,
-    num_audio_summaries=0,
     partitioner=Partitioner(MeshConfig(num_devices=1, ici_data=1)),
+    checkpoint=CheckpointConfig(async_save=False, save_on_sigterm=False),
   )
   out = tmp_path / "quality.json"
   argv = ["bench", "codec-quality", f"--model_dir={model_dir}", f"--data_dir={data_dir}"]
   argv += ["--num_clips=1", "--seconds=1", f"--json={out}"]
   assert cli.main(argv) == 0
   rows = json.loads(out.read_text())["rows"]
-  assert [r["system"] for r in rows] == ["soundstream"] * 3 + ["opus"] * 2 + ["original"]
+  assert [r["system"] for r in rows] == ["spectral_codec"] * 3 + ["opus"] * 2 + ["original"]
   assert "| opus |" in capsys.readouterr().out
   # From the rendered corpus itself: the clips' MIDI gives note F1 (the original's is the ceiling).
   argv = ["bench", "codec-quality", f"--model_dir={model_dir}", f"--corpus_dir={rendered}"]
@@ -143,4 +140,6 @@ def test_bench_codec_quality_on_a_codec_trained_one_step(rendered, tmp_path, cap
   assert cli.main(argv) == 0
   rows = json.loads(out.read_text())["rows"]
   assert all(0.0 <= r["note_f1"] <= 1.0 for r in rows)
-  assert rows[-1]["note_f1"] > rows[0]["note_f1"]
+  # The transcriber finds most of the renderer's notes in the original (0.83 here); a fitted codec
+  # may score as high (a transcription error it happens to fix), so it is not bounded by it.
+  assert rows[-1]["note_f1"] > 0.5, rows[-1]
