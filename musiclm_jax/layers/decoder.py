@@ -101,6 +101,7 @@ class Decoder(nn.Module):
     *,
     enable_dropout: bool = False,
     mode: AttentionMode | str = AttentionMode.FULL,
+    hidden_only: bool = False,
   ) -> jax.Array:
     """Runs the decoder.
 
@@ -112,8 +113,11 @@ class Decoder(nn.Module):
       mode: an `AttentionMode` or its value. 'decode': one token per call at the cache position
         (length must be 1 after init; initialising in this mode creates the cache). 'prefill':
         run the whole prompt and fill the cache from position 0.
+      hidden_only: return the final hidden states [batch, length, d_model] instead of logits,
+        for a loss that projects only the rows and columns it needs (full mode only; the
+        output kernel must exist, i.e. the module was initialised without it).
     Returns:
-      logits [batch, length, vocab_size] float32.
+      logits [batch, length, vocab_size] float32 (or the hidden states, see `hidden_only`).
     """
     cfg, mode = self.config, AttentionMode(mode)
     length = decoder_input_tokens.shape[1]
@@ -140,6 +144,10 @@ class Decoder(nn.Module):
     x = self._layers(x, bias, mask, decode_position, not enable_dropout, mode)
     x = RMSNorm(name="final_norm", dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype)(x)
     x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=not enable_dropout)
+    if hidden_only:
+      if mode != AttentionMode.FULL:
+        raise ValueError("Decoder: hidden_only is for full-sequence (training) passes")
+      return x
     # Logits in float32: the softmax over a large vocabulary is where bf16 hurts most.
     logits = Projection(
       self.vocab_size,

@@ -28,6 +28,7 @@ from musiclm_jax.layers.attention import AttentionMode
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.decoder import Decoder
 from musiclm_jax.models import losses
+from musiclm_jax.models.codebook_logits import TargetCodebooks
 from musiclm_jax.stages import PAD_ID, STAGES, StageLayout, TokenSpec
 
 PyTree = Any
@@ -84,6 +85,7 @@ class StageLM:
     self.initial_code_rows = initial_code_rows
     self.vocab_size = layout.padded_vocab_size()
     self.module = Decoder(config, self.vocab_size)
+    self.target_codebooks = TargetCodebooks.from_layout(layout) if codebook_softmax else None
 
   @property
   def name(self) -> str:
@@ -123,7 +125,13 @@ class StageLM:
     model.initial_code_rows = (np.asarray(ids, np.int32), np.asarray(rows, np.float32))
     return model
 
-  def _logits(self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None) -> jax.Array:
+  def _logits(
+    self,
+    params: PyTree,
+    batch: Batch,
+    dropout_rng: jax.Array | None,
+    hidden_only: bool = False,
+  ) -> jax.Array:
     rngs = None if dropout_rng is None else {"dropout": dropout_rng}
     inputs = batch["decoder_input_tokens"]
     # Keys are input tokens: PAD marks padding, except the BOS (also id 0) at position 0.
@@ -134,17 +142,33 @@ class StageLM:
       batch["decoder_causal_attention"],
       valid_keys,
       enable_dropout=dropout_rng is not None,
+      hidden_only=hidden_only,
       rngs=rngs,
     )
 
-  def _target_logits(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Logits with ids outside each target's codebook at -1e9 (when `codebook_softmax`)."""
-    if not self.codebook_softmax:
-      return logits
-    ranges = jnp.asarray(self.layout.codebook_of_id(), jnp.int32)[targets]  # [..., 2]
-    ids = jnp.arange(logits.shape[-1], dtype=jnp.int32)
-    inside = (ids >= ranges[..., :1]) & (ids < ranges[..., 1:])
-    return jnp.where(inside, logits, jnp.asarray(-1e9, logits.dtype))
+  def _codebook_logits_and_targets(
+    self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(logits over each target's codebook [b, codebooks, positions, size], local targets and
+    weights [b, codebooks, positions]): the target positions only (stage tasks put no loss on
+    the prefix), a target outside its codebook (PAD) weighing nothing."""
+    start = self.layout.inputs_length
+    hidden = self._logits(params, batch, dropout_rng, hidden_only=True)[:, start:]
+    codebooks = self.target_codebooks
+    logits = codebooks.logits(hidden, params["logits_dense"]["kernel"])
+    targets, inside = codebooks.local_targets(batch["decoder_target_tokens"][:, start:])
+    weights = codebooks.group(batch["decoder_loss_weights"][:, start:]) * inside
+    return logits, targets, weights
+
+  def _scored(
+    self, params: PyTree, batch: Batch, dropout_rng: jax.Array | None
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(logits, targets, weights) of the loss: over each target's codebook at the target
+    positions (`codebook_softmax`), else over the whole vocabulary at every position."""
+    if self.target_codebooks is not None:
+      return self._codebook_logits_and_targets(params, batch, dropout_rng)
+    logits = self._logits(params, batch, dropout_rng)
+    return logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
 
   def loss_fn(
     self,
@@ -166,9 +190,8 @@ class StageLM:
     Returns:
       (scalar loss, metrics of summed quantities: loss_sum, z_loss_sum, correct_sum, weight_sum).
     """
-    targets = batch["decoder_target_tokens"]
-    logits = self._target_logits(self._logits(params, batch, dropout_rng), targets)
-    weights = batch["decoder_loss_weights"].astype(jnp.float32)
+    logits, targets, weights = self._scored(params, batch, dropout_rng)
+    weights = weights.astype(jnp.float32)
     token_loss, token_z = losses.cross_entropy_with_logits(
       logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
     )
@@ -200,11 +223,11 @@ class StageLM:
 
   def score_batch(self, params: PyTree, batch: Batch) -> jax.Array:
     """Log-likelihood of each example's targets: [batch] float32 (no z-loss or smoothing)."""
-    targets = batch["decoder_target_tokens"]
-    logits = self._target_logits(self._logits(params, batch, None).astype(jnp.float32), targets)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    target_lp = jnp.take_along_axis(log_probs, batch["decoder_target_tokens"][..., None], -1)
-    return jnp.sum(target_lp[..., 0] * batch["decoder_loss_weights"], axis=-1)
+    logits, targets, weights = self._scored(params, batch, None)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    target_lp = jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    per_token = target_lp * weights
+    return jnp.sum(per_token.reshape(per_token.shape[0], -1), axis=-1)
 
   def init_cache(self, batch_size: int, length: int | None = None) -> PyTree:
     """An empty KV cache for `batch_size` sequences of up to `length` (default: full stage)."""

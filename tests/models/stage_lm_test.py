@@ -324,3 +324,50 @@ def test_codebook_softmax_normalises_each_target_over_its_own_codebook():
 def test_codebook_softmax_with_label_smoothing_is_refused():
   with pytest.raises(ValueError, match="use one of them"):
     StageLM(CONFIG, LAYOUTS["coarse"], label_smoothing=0.1, codebook_softmax=True)
+
+
+def _masked_full_vocabulary_loss(layout, params, batch, z_loss):
+  """The codebook softmax the plain way: full-vocabulary logits at every position, every id
+  outside the target's codebook at -1e9 (what `codebook_softmax` computed before it projected
+  onto the target codebooks only)."""
+  logits = StageLM(CONFIG, layout)._logits(params, batch, None)
+  targets = batch["decoder_target_tokens"]
+  ranges = jnp.asarray(layout.codebook_of_id(), jnp.int32)[targets]
+  ids = jnp.arange(logits.shape[-1])
+  logits = jnp.where((ids >= ranges[..., :1]) & (ids < ranges[..., 1:]), logits, -1e9)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+  weights = batch["decoder_loss_weights"].astype(jnp.float32)
+  loss_sum = jnp.sum((log_z - target_logit + z_loss * log_z**2) * weights)
+  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+  return loss_sum / jnp.sum(weights), correct
+
+
+FINE_LAYOUT = stages.StageLayout("fine", TOKENS, 1.0)
+
+
+@pytest.mark.parametrize("layout", [LAYOUTS["semantic"], LAYOUTS["coarse"], FINE_LAYOUT])
+def test_codebook_logits_equal_the_masked_full_vocabulary_loss_and_gradient(layout):
+  """Loss, gradient and accuracy of the per-codebook projection equal the masked reference,
+  with some targets padded (weight 0) as at the end of a short clip."""
+  model = StageLM(CONFIG, layout, z_loss=1e-4, codebook_softmax=True)
+  params = nn.unbox(jax.jit(model.get_initial_variables)(jax.random.key(3))["params"])
+  rng = np.random.default_rng(7)
+  targets = _random_ids(layout.target_id_ranges(), rng)
+  targets[0, -3:] = stages.PAD_ID
+  inputs = _random_ids(layout.inputs_id_ranges(), rng)
+  batch = prefix_lm_features(layout, jnp.asarray(inputs), jnp.asarray(targets))
+  pad = batch["decoder_target_tokens"] == stages.PAD_ID
+  batch["decoder_loss_weights"] = jnp.where(pad, 0, batch["decoder_loss_weights"])  # as tasks do
+  (loss, metrics), grads = jax.value_and_grad(
+    lambda p: model.loss_fn(p, batch, None), has_aux=True
+  )(params)
+  (expected, correct), expected_grads = jax.value_and_grad(
+    lambda p: _masked_full_vocabulary_loss(layout, p, batch, 1e-4), has_aux=True
+  )(params)
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+  assert float(metrics["correct_sum"]) == float(correct)
+  assert float(metrics["weight_sum"]) == float(np.sum(batch["decoder_loss_weights"]))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), grads, expected_grads
+  )
