@@ -53,9 +53,7 @@ class TargetCodebooks:
         f"{layout.stage} stage: target codebooks of sizes {sorted(sizes)} holding "
         f"{sorted(counts)} positions each; grouping needs one size and one count"
       )
-    positions = np.stack(
-      [np.flatnonzero(codebook_of_position == c) for c in range(len(first_ids))]
-    )
+    positions = np.stack([np.flatnonzero(codebook_of_position == c) for c in range(len(first_ids))])
     return cls(positions.astype(np.int32), first_ids.astype(np.int32), sizes.pop())
 
   def columns(self) -> np.ndarray:
