@@ -4,7 +4,8 @@
       [--tokenizers_dir=T] [--melody_dir=M] [--reference_split=eval] --out=report.json
 
 Prints a table (each metric beside its scale: the reference's two halves, white noise, a shuffled
-pairing) and writes the report JSON (`musiclm_jax/evaluation/music_report.py` says what each key
+pairing; for the instrument AUC, whose shuffled mean is 0.5, the 95th percentile over shuffled
+pairings) and writes the report JSON (`musiclm_jax/evaluation/music_report.py` says what each key
 means). Files that cannot be scored are listed in the report's `skipped` with their reason; a
 folder without one usable clip exits 2.
 """
@@ -59,9 +60,11 @@ def format_report(report: Mapping[str, Any]) -> str:
   for key, label, better in ROWS:
     if key not in report or (key == "kld_musicnn" and not report.get("num_paired")):
       continue  # without pairs kld_musicnn is the sets' row
-    chance = (
-      report.get("mcc_chance") if key == "mcc" else scale.get("shuffled_pairing", {}).get(key)
-    )
+    chance = {
+      "mcc": report.get("mcc_chance"),
+      # the AUC's chance mean is 0.5; its spread over shuffled pairings is the bar to clear
+      "instrument_auc": report.get("instrument_auc_shuffled_p95"),
+    }.get(key, scale.get("shuffled_pairing", {}).get(key))
     values = [scale.get(s, {}).get(key) for s in SCALES[:2]] + [chance]
     rows.append([f"{label} ({better} is better)", _fmt(report[key]), *map(_fmt, values)])
   metrics = _table(["metric", "generated", "reference halves", "white noise", "shuffled"], rows)

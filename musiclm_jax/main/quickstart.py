@@ -559,8 +559,9 @@ def _music_verdict(at: Layout) -> str:
     )
   if "instrument_auc" in report:
     parts.append(
-      f"instrument AUC {_fmt(report['instrument_auc'])} (chance 0.5, "
-      f"held-out clips {_fmt(captions.get('instrument_auc'))})"
+      f"instrument AUC {_fmt(report['instrument_auc'])} (chance 0.5, 95% of shuffled pairings "
+      f"below {_fmt(report.get('instrument_auc_shuffled_p95'))}, held-out clips "
+      f"{_fmt(captions.get('instrument_auc'))})"
     )
   for key, label in (("chroma_change_per_s", "chroma change/s"), ("tonal_fraction", "tonal")):
     parts.append(f"{label} {_fmt(generated.get(key))} (held-out {_fmt(reference.get(key))})")

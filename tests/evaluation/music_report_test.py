@@ -93,6 +93,27 @@ def test_prompts_name_instruments_by_their_tags():
   assert named("harpsichord", labels) == {"harpsichord"}  # not 'harp'
 
 
+def test_instrument_auc_comes_with_its_shuffled_pairing_spread():
+  """Seven units, one or two per tag: a perfect generator scores 1.0; shuffled pairings of the same
+  clips spread far above 0.5, and the report says how far (its 95th percentile)."""
+  labels = ["guitar", "strings", "violin", "piano", "flute", "harpsichord"]
+  texts = ["string quartet", "fiddle", "piano", "guitar", "harpsichord", "organ", "flute and piano"]
+  units = [music_report.PromptUnit(f"u{i}", t, np.zeros(10)) for i, t in enumerate(texts)]
+  rng = np.random.default_rng(1)
+
+  def tags_of(text):  # the tagger hears exactly what the text names, plus noise
+    named = music_report.named_instruments(text, labels)
+    scores = [0.9 if label in named else 0.1 for label in labels]
+    return (np.array(scores) + rng.uniform(0, 0.05, len(labels)))[None, :]
+
+  perfect = music_report.instrument_adherence(units, [tags_of(t) for t in texts], labels)
+  assert perfect["instrument_auc"] == 1.0
+  assert 0.6 < perfect["instrument_auc_shuffled_p95"] < 1.0, perfect
+  unrelated = [rng.uniform(0, 1, (1, len(labels))) for _ in texts]
+  report = music_report.instrument_adherence(units, unrelated, labels)
+  assert report["instrument_auc"] < report["instrument_auc_shuffled_p95"]
+
+
 def test_a_captioned_reference_scores_its_own_captions(tmp_path):
   """With R a captioned corpus, `scale.reference_captions` is R under its own captions: a folder
   of R's clips prompted with those captions scores exactly that."""
