@@ -114,8 +114,8 @@ class Decoder(nn.Module):
         (length must be 1 after init; initialising in this mode creates the cache). 'prefill':
         run the whole prompt and fill the cache from position 0.
       hidden_only: return the final hidden states [batch, length, d_model] instead of logits,
-        for a loss that projects only the rows and columns it needs (full mode only; the
-        output kernel must exist, i.e. the module was initialised without it).
+        for a loss that projects only the rows and columns it needs (full mode only; initialise
+        the module without it, so that the output kernel exists).
     Returns:
       logits [batch, length, vocab_size] float32 (or the hidden states, see `hidden_only`).
     """

@@ -44,7 +44,8 @@ TOKENS_TASK = "musiclm_tokens_rendered_music"
 class Size:
   """How much data, how many steps and how much music the quickstart makes.
 
-  The defaults are the `make quickstart` size: about 11 minutes on 2 idle CPU cores (README, "Timing").
+  The defaults are the `make quickstart` size: about 11 minutes on 2 idle CPU cores, plus the
+  install (README, "Timing").
   """
 
   num_clips: int = 120

@@ -5,8 +5,9 @@ same codebook (level p mod levels), whatever the example, so which output rows e
 can score is known from the layout alone. `StageLM.codebook_softmax` normalises over those rows;
 projecting onto the whole vocabulary and masking the rest to -1e9 computes the same numbers from a
 [batch, length, vocab] tensor that is mostly masked, and whose backward pass (masks, transposes,
-the output kernel's gradient) dominated the tiny stages' train step (0.40 s of the fine LM's step
-on 2 CPU cores, where its two layers cost 0.05 s; BENCHMARKS.md, "Stage LM train step").
+the output kernel's gradient) dominated the tiny stages' train step (the fine LM's step took
+0.50 s on 2 CPU cores, 0.26 s without it, each of its two layers about 0.05 s; BENCHMARKS.md,
+"Stage LM train step").
 
 Here the hidden states of the target positions are grouped by codebook and each group is
 projected onto its codebook's columns of the output kernel:
