@@ -6,6 +6,11 @@ Three modes (`AttentionMode`), chosen by the caller (`layers.decoder.Decoder`):
 - decode: one new token at `decode_position`; write its key/value there and attend to the cache.
 The cache is created by initialising in decode mode on a [batch, max_length] input. The cached
 modes are inference only: they refuse active dropout.
+
+The cache is laid out [batch, heads, length, head_dim] (heads before length, unlike the
+activations): a decode step's two attention products then read it in the layout a batched matmul
+takes, where [batch, length, heads, head_dim] made XLA copy a transpose of the whole cache for
+each, every step (BENCHMARKS "Decoding speed").
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from musiclm_jax import axes
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.layers.dense import Projection
 
-_CACHE_AXES = (axes.BATCH, axes.CACHE_LENGTH, axes.ACT_HEADS, axes.ACT_KV)
+_CACHE_AXES = (axes.BATCH, axes.ACT_HEADS, axes.CACHE_LENGTH, axes.ACT_KV)
 
 
 def xla_attention(
@@ -33,19 +38,22 @@ def xla_attention(
   *,
   dropout_rate: float = 0.0,
   dropout_rng: jax.Array | None = None,
+  kv_heads_major: bool = False,
 ) -> jax.Array:
   """Softmax attention in float32 with additive bias and boolean mask.
 
   Args:
     query: [batch, q, heads, head_dim], already scaled by 1/sqrt(head_dim).
-    key, value: [batch, k, heads, head_dim].
+    key, value: [batch, k, heads, head_dim], or [batch, heads, k, head_dim] with
+      `kv_heads_major` (the KV cache's layout).
     bias: [batch or 1, heads, q, k] added to the logits.
     mask: [batch or 1, 1, q, k] bool, True where attention is allowed.
     dropout_rate, dropout_rng: dropout on the attention probabilities (rng None: no dropout).
   Returns:
     [batch, q, heads, head_dim] in the query's dtype.
   """
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+  kv = "bhkd" if kv_heads_major else "bkhd"
+  logits = jnp.einsum(f"bqhd,{kv}->bhqk", query, key, preferred_element_type=jnp.float32)
   logits = logits + bias.astype(jnp.float32)
   # finfo.min rather than -inf: a fully masked row (padding) gets uniform weights, not NaN.
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -53,7 +61,7 @@ def xla_attention(
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(value.dtype), value)
+  return jnp.einsum(f"bhqk,{kv}->bqhd", probs.astype(value.dtype), value)
 
 
 def fused_attention(
@@ -145,6 +153,9 @@ class SelfAttention(nn.Module):
     key = nn.with_logical_constraint(key, head_axes)
     value = nn.with_logical_constraint(value, head_axes)
 
+    # A decode step attends over the cache, heads-major; init (creating the cache) and prefill
+    # attend over the fresh keys.
+    stepping = mode == AttentionMode.DECODE and self.has_variable("cache", "cached_key")
     if mode != AttentionMode.FULL:
       key, value = self._update_cache(key, value, decode_position, mode)
 
@@ -155,7 +166,14 @@ class SelfAttention(nn.Module):
       out = fused_attention(query, key, value, bias, mask)
     else:
       out = xla_attention(
-        query, key, value, bias, mask, dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        dropout_rate=cfg.dropout_rate,
+        dropout_rng=dropout_rng,
+        kv_heads_major=stepping,
       )
     out = nn.with_logical_constraint(out, head_axes)
     projected = Projection(
@@ -179,33 +197,37 @@ class SelfAttention(nn.Module):
 
     At init (cache not yet created) the cache takes the input's shape: that is how its maximum
     length is chosen. Prefill writes positions [0, length) and attends over the fresh keys; decode
-    writes one position and attends over the whole cache.
+    writes one position and attends over the whole cache (returned heads-major).
     """
     initialized = self.has_variable("cache", "cached_key")
+    heads_major = lambda x: jnp.swapaxes(x, 1, 2)  # noqa: E731  [b, t, h, d] -> [b, h, t, d]
     cached_key = self.variable(
       "cache",
       "cached_key",
       nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
-      key.shape,
+      heads_major(key).shape,
       key.dtype,
     )
     cached_value = self.variable(
       "cache",
       "cached_value",
       nn.with_logical_partitioning(jnp.zeros, _CACHE_AXES),
-      value.shape,
+      heads_major(value).shape,
       value.dtype,
     )
     if not initialized:
       return key, value
-    max_length = cached_key.value.shape[1]
+    max_length = cached_key.value.shape[2]
     if mode == AttentionMode.PREFILL:
       if key.shape[1] > max_length:
         raise ValueError(f"Prefill of {key.shape[1]} tokens exceeds the cache length {max_length}.")
-      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, 0, 0))
-      cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, 0, 0))
+      origin = (0, 0, 0, 0)
+      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, heads_major(key), origin)
+      cached_value.value = jax.lax.dynamic_update_slice(
+        cached_value.value, heads_major(value), origin
+      )
       return key, value
-    start = (0, decode_position, 0, 0)
-    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+    start = (0, 0, decode_position, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, heads_major(key), start)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, heads_major(value), start)
     return cached_key.value, cached_value.value

@@ -73,6 +73,22 @@ class DecoderLayer(nn.Module):
     return nn.with_logical_constraint(x, _ACTIVATION_AXES), None
 
 
+def unscanned_params(params: dict, config: TransformerConfig) -> dict:
+  """Decoder params with the scanned layer stack split into `layers_0 … layers_{L-1}`.
+
+  The layout a `Decoder` with `scan_layers=False` takes; params already in it pass through.
+  Decoding runs unscanned (MaxText's advice too): inside a scan, every step slices each layer's
+  weights and KV cache out of the stacked arrays and writes the cache back, copies that cost
+  more than the layer's own matmuls for one token (BENCHMARKS "Decoding speed").
+  """
+  if not config.scan_layers or "layers" not in params:
+    return params
+  out = {k: v for k, v in params.items() if k != "layers"}
+  for i in range(config.num_layers):
+    out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+  return out
+
+
 def _remat_policy(name: str):
   return {
     "full": None,
@@ -179,9 +195,10 @@ class Decoder(nn.Module):
 
   def _cache_length(self) -> int:
     cache = self.variables["cache"]
-    if self.config.scan_layers:  # scanned caches carry a leading layer axis
-      return cache["layers"]["self_attention"]["cached_key"].shape[2]
-    return cache["layers_0"]["self_attention"]["cached_key"].shape[1]
+    # [batch, heads, length, head_dim]; scanned caches carry a leading layer axis.
+    if self.config.scan_layers:
+      return cache["layers"]["self_attention"]["cached_key"].shape[3]
+    return cache["layers_0"]["self_attention"]["cached_key"].shape[2]
 
   def _embed(self, tokens: jax.Array) -> jax.Array:
     cfg = self.config

@@ -26,7 +26,7 @@ from musiclm_jax import architecture, checkpoints
 from musiclm_jax.decoding import sampling
 from musiclm_jax.layers.attention import AttentionMode
 from musiclm_jax.layers.config import TransformerConfig
-from musiclm_jax.layers.decoder import Decoder
+from musiclm_jax.layers.decoder import Decoder, unscanned_params
 from musiclm_jax.models import losses
 from musiclm_jax.models.codebook_logits import TargetCodebooks
 from musiclm_jax.stages import PAD_ID, STAGES, StageLayout, TokenSpec
@@ -85,6 +85,10 @@ class StageLM:
     self.initial_code_rows = initial_code_rows
     self.vocab_size = layout.padded_vocab_size()
     self.module = Decoder(config, self.vocab_size)
+    # Prefill and decode run the layers unrolled, on `unscanned_params` (see there for why).
+    self.inference_module = Decoder(
+      dataclasses.replace(config, scan_layers=False, remat_policy="none"), self.vocab_size
+    )
     self.target_codebooks = TargetCodebooks.from_layout(layout) if codebook_softmax else None
 
   @property
@@ -233,7 +237,7 @@ class StageLM:
     """An empty KV cache for `batch_size` sequences of up to `length` (default: full stage)."""
     length = length or self.sequence_length
     tokens = jnp.zeros((batch_size, length), jnp.int32)
-    init = functools.partial(self.module.init, mode=AttentionMode.DECODE)
+    init = functools.partial(self.inference_module.init, mode=AttentionMode.DECODE)
     shapes = jax.eval_shape(lambda: init(jax.random.key(0), tokens, tokens)["cache"])
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.unbox(shapes))
 
@@ -253,8 +257,8 @@ class StageLM:
       (logits predicting the token after the prompt [batch, vocab], filled cache).
     """
     cache = self.init_cache(prompt.shape[0], cache_length)
-    logits, variables = self.module.apply(
-      {"params": params, "cache": cache},
+    logits, variables = self.inference_module.apply(
+      {"params": unscanned_params(params, self.config), "cache": cache},
       prompt,
       jnp.ones_like(prompt),
       mode=AttentionMode.PREFILL,
@@ -265,8 +269,10 @@ class StageLM:
   def tokens_to_logits_fn(self, params: PyTree) -> sampling.TokensToLogits:
     """The sampler's callback: one token per call through the KV cache."""
 
+    params = unscanned_params(params, self.config)  # once, outside the sampler's loop
+
     def tokens_to_logits(tokens: jax.Array, cache: PyTree) -> tuple[jax.Array, PyTree]:
-      step_logits, new_vars = self.module.apply(
+      step_logits, new_vars = self.inference_module.apply(
         {"params": params, "cache": cache}, tokens, mode=AttentionMode.DECODE, mutable=["cache"]
       )
       return step_logits[:, 0], new_vars["cache"]
