@@ -22,29 +22,46 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
-def _shape(gin_file: str) -> dict[str, int]:
-  """The peer's flags for the stage LM that `gin_file` configures."""
+def _shape(gin_file: str, gin_flags: list[str]) -> dict[str, int]:
+  """The peer's flags for the stage LM that `gin_file` (and our extra flags) configure."""
   from musiclm_jax.main import gin_utils
 
-  gin_utils.parse([gin_file], [])
+  files, bindings, _ = gin_utils.split_gin_args(gin_flags)
+  gin_utils.parse([gin_file, *files], bindings)
   model = gin_utils.macro("MODEL")
   c = model.config
   return dict(
-    layers=c.num_layers, d_model=c.d_model, heads=c.num_heads, head_dim=c.head_dim,
-    d_ff=c.d_ff, vocab=model.vocab_size, length=model.sequence_length,
+    layers=c.num_layers,
+    d_model=c.d_model,
+    heads=c.num_heads,
+    head_dim=c.head_dim,
+    d_ff=c.d_ff,
+    vocab=model.vocab_size,
+    length=model.sequence_length,
   )
 
 
 def _ours(args: argparse.Namespace, out: str) -> list[dict]:
   if args.kind == "decode":
     flags = [
-      f"--batch_sizes={args.batch_sizes}", f"--context_lengths={args.context}",
-      f"--new_tokens={args.new_tokens}", "--uncached_max_context=0", f"--repeats={args.repeats}",
+      f"--batch_sizes={args.batch_sizes}",
+      f"--context_lengths={args.context}",
+      f"--new_tokens={args.new_tokens}",
+      "--uncached_max_context=0",
+      f"--repeats={args.repeats}",
     ]
   else:
     flags = [f"--batch_size={args.batch_size}", f"--num_steps={args.repeats}"]
-  cmd = [sys.executable, "-m", "musiclm_jax.main.cli", "bench", args.kind,
-         f"--gin_file={args.gin_file}", *flags, f"--out={out}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "musiclm_jax.main.cli",
+    "bench",
+    args.kind,
+    f"--gin_file={args.gin_file}",
+    *flags,
+    f"--out={out}",
+  ]
   subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
   with open(out) as f:
     return json.load(f)["rows"]
@@ -53,12 +70,21 @@ def _ours(args: argparse.Namespace, out: str) -> list[dict]:
 def _peer(args: argparse.Namespace, shape: dict[str, int]) -> list[dict]:
   flags = [f"--{k}={v}" for k, v in shape.items()]
   if args.kind == "decode":
-    flags += [f"--batch_sizes={args.batch_sizes}", f"--context={args.context}",
-              f"--new_tokens={args.new_tokens}"]
+    flags += [
+      f"--batch_sizes={args.batch_sizes}",
+      f"--context={args.context}",
+      f"--new_tokens={args.new_tokens}",
+    ]
   else:
     flags += [f"--batch_size={args.batch_size}"]
-  cmd = [args.peer_python, os.path.join(HERE, "hf_llama.py"), args.kind, *flags,
-         f"--repeats={args.repeats}", f"--threads={args.threads}"]
+  cmd = [
+    args.peer_python,
+    os.path.join(HERE, "hf_llama.py"),
+    args.kind,
+    *flags,
+    f"--repeats={args.repeats}",
+    f"--threads={args.threads}",
+  ]
   out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
   return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -70,13 +96,19 @@ def main() -> None:
   p.add_argument("--threads", type=int, default=2, help="torch threads (ours: all the CPU's)")
   p.add_argument("kind", choices=("decode", "train"))
   p.add_argument("--gin_file", required=True)
+  p.add_argument(
+    "--ours_flag",
+    action="append",
+    default=[],
+    help="an extra flag for our side, e.g. --ours_flag=--gin.stage_lm.StageLM.codebook_softmax=False",
+  )
   p.add_argument("--batch_sizes", default="1,8")
   p.add_argument("--batch_size", type=int, default=8)
   p.add_argument("--context", type=int, default=128)
   p.add_argument("--new_tokens", type=int, default=256)
   p.add_argument("--repeats", type=int, default=3)
   args = p.parse_args()
-  shape = _shape(args.gin_file)
+  shape = _shape(args.gin_file, args.ours_flag)
   ours: dict[int, list[float]] = {}
   peer: dict[int, list[float]] = {}
   with tempfile.TemporaryDirectory() as tmp:

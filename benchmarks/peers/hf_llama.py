@@ -54,7 +54,7 @@ def decode(args: argparse.Namespace) -> None:
     prompt = torch.randint(2, args.vocab, (batch, args.context))
     mask = torch.ones_like(prompt)
 
-    def run():
+    def run(prompt=prompt, mask=mask):
       with torch.inference_mode():
         model.generate(
           input_ids=prompt,
@@ -70,10 +70,20 @@ def decode(args: argparse.Namespace) -> None:
         )
 
     seconds = _median_seconds(run, args.repeats)
-    print(json.dumps(dict(
-      side="peer", kind="decode", batch_size=batch, context=args.context,
-      new_tokens=args.new_tokens, seconds=seconds, tokens_per_s=batch * args.new_tokens / seconds,
-    )), flush=True)
+    print(
+      json.dumps(
+        dict(
+          side="peer",
+          kind="decode",
+          batch_size=batch,
+          context=args.context,
+          new_tokens=args.new_tokens,
+          seconds=seconds,
+          tokens_per_s=batch * args.new_tokens / seconds,
+        )
+      ),
+      flush=True,
+    )
 
 
 def train(args: argparse.Namespace) -> None:
@@ -88,18 +98,38 @@ def train(args: argparse.Namespace) -> None:
     optimizer.step()
 
   seconds = _median_seconds(step, args.repeats)
-  print(json.dumps(dict(
-    side="peer", kind="train", batch_size=args.batch_size, length=args.length, seconds=seconds,
-    tokens_per_s=args.batch_size * args.length / seconds,
-  )), flush=True)
+  print(
+    json.dumps(
+      dict(
+        side="peer",
+        kind="train",
+        batch_size=args.batch_size,
+        length=args.length,
+        seconds=seconds,
+        tokens_per_s=args.batch_size * args.length / seconds,
+      )
+    ),
+    flush=True,
+  )
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("kind", choices=("decode", "train"))
-  for name, default in (("layers", 8), ("d_model", 512), ("heads", 8), ("head_dim", 64),
-                        ("d_ff", 2048), ("vocab", 13440), ("context", 128), ("new_tokens", 256),
-                        ("batch_size", 8), ("length", 762), ("repeats", 3), ("threads", 2)):
+  for name, default in (
+    ("layers", 8),
+    ("d_model", 512),
+    ("heads", 8),
+    ("head_dim", 64),
+    ("d_ff", 2048),
+    ("vocab", 13440),
+    ("context", 128),
+    ("new_tokens", 256),
+    ("batch_size", 8),
+    ("length", 762),
+    ("repeats", 3),
+    ("threads", 2),
+  ):
     p.add_argument(f"--{name}", type=int, default=default)
   p.add_argument("--batch_sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
   args = p.parse_args()

@@ -67,11 +67,14 @@ def bench_train(
   return out
 
 
-def _cached_decoder(model: StageLM, context: int, new_tokens: int):
-  """jit(params, prompt, rng) -> tokens: prefill `context` tokens, sample `new_tokens`."""
+def _cached_decoder(model: StageLM, context: int, new_tokens: int, cache_length: int = 0):
+  """jit(params, prompt, rng) -> tokens: prefill `context` tokens, sample `new_tokens`.
+
+  The cache holds max(cache_length, context + new_tokens) positions.
+  """
 
   def run(params, prompt, rng):
-    logits, cache = model.prefill(params, prompt, context + new_tokens)
+    logits, cache = model.prefill(params, prompt, max(cache_length, context + new_tokens))
     tokens_to_logits = model.tokens_to_logits_fn(params)
     return sampling.temperature_sample(logits, cache, tokens_to_logits, rng, new_tokens).tokens
 
@@ -106,22 +109,37 @@ def bench_decode(
   new_tokens: int = 32,
   uncached_max_context: int = 2048,
   repeats: int = 3,
+  cache_length: int = 0,
 ) -> list[dict[str, float]]:
-  """Decode tokens/s with and without the KV cache for each (batch, context)."""
+  """Decode tokens/s with and without the KV cache for each (batch, context).
+
+  `cache_length` preallocates the cache longer than context + new tokens (as a stage's decode
+  does: its cache holds the whole sequence), to show that a step's cost follows the filled length;
+  each row then also reports `ms_per_step`, a decode step's time without the prefill.
+  """
   params = jax.jit(lambda r: model.get_initial_variables(r)["params"])(jax.random.key(0))
   params = jax.tree.map(
     lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
   )
   rows = []
   for context in context_lengths:
-    cached = _cached_decoder(model, context, new_tokens)
+    cached = _cached_decoder(model, context, new_tokens, cache_length)
     uncached = _uncached_decoder(model, context, new_tokens)
     for batch in batch_sizes:
       prompt = jax.random.randint(jax.random.key(1), (batch, context), 2, model.layout.vocab_size)
       rng = jax.random.key(2)
-      row = {"batch_size": batch, "context": context, "new_tokens": new_tokens}
+      row = {
+        "batch_size": batch,
+        "context": context,
+        "new_tokens": new_tokens,
+        "cache_length": max(cache_length, context + new_tokens),
+      }
       seconds = timing.median_seconds(functools.partial(cached, params, prompt, rng), repeats)
       row["cached_tokens_per_s"] = batch * new_tokens / seconds
+      if cache_length:
+        row["ms_per_step"] = _ms_per_step(
+          model, params, prompt, rng, new_tokens, row["cache_length"], repeats
+        )
       if context <= uncached_max_context:
         seconds = timing.median_seconds(
           functools.partial(uncached, params, prompt, rng), max(1, repeats // 2)
@@ -130,3 +148,21 @@ def bench_decode(
         row["speedup"] = row["cached_tokens_per_s"] / row["uncached_tokens_per_s"]
       rows.append(row)
   return rows
+
+
+def _ms_per_step(
+  model: StageLM, params, prompt, rng, new_tokens: int, cache_length: int, repeats: int
+) -> float:
+  """Milliseconds per decode step at this context and cache length, the prefill not timed.
+
+  The prompt is prefilled once; only `temperature_sample`'s loop over the filled cache is timed.
+  """
+  logits, cache = jax.jit(model.prefill, static_argnums=2)(params, prompt, cache_length)
+
+  @jax.jit
+  def sample(params, logits, cache, rng):
+    tokens_to_logits = model.tokens_to_logits_fn(params)
+    return sampling.temperature_sample(logits, cache, tokens_to_logits, rng, new_tokens).tokens
+
+  seconds = timing.median_seconds(functools.partial(sample, params, logits, cache, rng), repeats)
+  return 1000 * seconds / new_tokens

@@ -38,22 +38,19 @@ def xla_attention(
   *,
   dropout_rate: float = 0.0,
   dropout_rng: jax.Array | None = None,
-  kv_heads_major: bool = False,
 ) -> jax.Array:
   """Softmax attention in float32 with additive bias and boolean mask.
 
   Args:
     query: [batch, q, heads, head_dim], already scaled by 1/sqrt(head_dim).
-    key, value: [batch, k, heads, head_dim], or [batch, heads, k, head_dim] with
-      `kv_heads_major` (the KV cache's layout).
+    key, value: [batch, k, heads, head_dim].
     bias: [batch or 1, heads, q, k] added to the logits.
     mask: [batch or 1, 1, q, k] bool, True where attention is allowed.
     dropout_rate, dropout_rng: dropout on the attention probabilities (rng None: no dropout).
   Returns:
     [batch, q, heads, head_dim] in the query's dtype.
   """
-  kv = "bhkd" if kv_heads_major else "bkhd"
-  logits = jnp.einsum(f"bqhd,{kv}->bhqk", query, key, preferred_element_type=jnp.float32)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
   logits = logits + bias.astype(jnp.float32)
   # finfo.min rather than -inf: a fully masked row (padding) gets uniform weights, not NaN.
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -61,7 +58,68 @@ def xla_attention(
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  return jnp.einsum(f"bhqk,{kv}->bqhd", probs.astype(value.dtype), value)
+  return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(value.dtype), value)
+
+
+def filled_cache_attention(
+  query: jax.Array,
+  cached_key: jax.Array,
+  cached_value: jax.Array,
+  bias: jax.Array,
+  mask: jax.Array,
+  position: jax.Array,
+  chunk_length: int,
+) -> jax.Array:
+  """One decode step's attention over the filled part of the cache only.
+
+  The keys are read `chunk_length` at a time, up to the chunk holding `position`, with an
+  online softmax (running max and denominator, as flash attention does), so a step costs the
+  filled length rounded up to a chunk rather than the preallocated cache. Where the cache length
+  is not a multiple of the chunk, the last chunk's start is pulled back to stay in bounds and
+  the positions an earlier chunk already covered are masked.
+
+  Args:
+    query: [batch, 1, heads, head_dim], already scaled.
+    cached_key, cached_value: [batch, heads, cache_length, head_dim].
+    bias: [batch or 1, heads, 1, cache_length]; mask: [batch or 1, 1, 1, cache_length] bool.
+    position: int32 scalar, the position just written (keys after it are never read).
+    chunk_length: static keys per chunk.
+  Returns:
+    [batch, 1, heads, head_dim] in the query's dtype.
+  """
+  batch, heads, cache_length, head_dim = cached_key.shape
+  chunk = min(chunk_length, cache_length)
+
+  def attend_chunk(i, carry):
+    running_max, denominator, weighted = carry
+    first = i * chunk
+    start = jnp.minimum(first, cache_length - chunk)
+    key = jax.lax.dynamic_slice_in_dim(cached_key, start, chunk, axis=2)
+    value = jax.lax.dynamic_slice_in_dim(cached_value, start, chunk, axis=2)
+    logits = jnp.einsum("bqhd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
+    logits = logits + jax.lax.dynamic_slice_in_dim(bias, start, chunk, axis=3).astype(jnp.float32)
+    allowed = jax.lax.dynamic_slice_in_dim(mask, start, chunk, axis=3)
+    allowed = allowed & (start + jnp.arange(chunk) >= first)
+    logits = jnp.where(allowed, logits, -jnp.inf)
+    # Every chunk read holds an allowed key (its first new position is <= `position`), so the
+    # running max is finite from the first chunk on and no exp sees -inf - -inf.
+    new_max = jnp.maximum(running_max, jnp.max(logits, axis=-1, keepdims=True))
+    rescale = jnp.exp(running_max - new_max)
+    probs = jnp.exp(logits - new_max)
+    denominator = denominator * rescale + jnp.sum(probs, axis=-1, keepdims=True)
+    update = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(value.dtype), value)
+    weighted = weighted * rescale + update.astype(jnp.float32)
+    return new_max, denominator, weighted
+
+  init = (
+    jnp.full((batch, heads, 1, 1), -jnp.inf, jnp.float32),
+    jnp.zeros((batch, heads, 1, 1), jnp.float32),
+    jnp.zeros((batch, heads, 1, head_dim), jnp.float32),
+  )
+  num_chunks = position // chunk + 1
+  _, denominator, weighted = jax.lax.fori_loop(0, num_chunks, attend_chunk, init)
+  out = weighted / denominator  # [batch, heads, 1, head_dim]
+  return jnp.swapaxes(out, 1, 2).astype(query.dtype)
 
 
 def fused_attention(
@@ -162,18 +220,15 @@ class SelfAttention(nn.Module):
     dropout_rng = self.make_rng("dropout") if self._dropout_active else None
     # The fused kernel has no dropout: with dropout active, the XLA path (which applies it).
     fused = cfg.attention_impl == "dot_product_attention" and dropout_rng is None
-    if fused and mode != AttentionMode.DECODE:
+    if stepping:
+      out = filled_cache_attention(
+        query, key, value, bias, mask, decode_position, cfg.decode_chunk_length
+      )
+    elif fused:
       out = fused_attention(query, key, value, bias, mask)
     else:
       out = xla_attention(
-        query,
-        key,
-        value,
-        bias,
-        mask,
-        dropout_rate=cfg.dropout_rate,
-        dropout_rng=dropout_rng,
-        kv_heads_major=stepping,
+        query, key, value, bias, mask, dropout_rate=cfg.dropout_rate, dropout_rng=dropout_rng
       )
     out = nn.with_logical_constraint(out, head_axes)
     projected = Projection(

@@ -30,6 +30,8 @@ class TransformerConfig:
       'dots_with_no_batch_dims' (save matmul outputs, recompute the rest).
     attention_impl: 'xla' (einsum softmax) or 'dot_product_attention' (jax.nn's fused kernel,
       cuDNN flash attention on GPU; it has no dropout on attention probabilities).
+    decode_chunk_length: a decode step reads the KV cache this many positions at a time, up
+      to the filled length only (`layers.attention.filled_cache_attention`).
   """
 
   num_layers: int
@@ -45,13 +47,14 @@ class TransformerConfig:
   scan_layers: bool = True
   remat_policy: str = "none"
   attention_impl: str = "xla"
+  decode_chunk_length: int = 256
 
   def __post_init__(self):
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}.")
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"attention_impl {self.attention_impl!r} is not one of {ATTENTION_IMPLS}.")
-    for name in ("num_layers", "num_heads", "head_dim", "d_model", "d_ff"):
+    for name in ("num_layers", "num_heads", "head_dim", "d_model", "d_ff", "decode_chunk_length"):
       if getattr(self, name) <= 0:
         raise ValueError(f"TransformerConfig.{name} must be positive, got {getattr(self, name)}.")
 

@@ -71,6 +71,7 @@ def _decode(args: argparse.Namespace, gin_files: list[str], bindings: list[str])
     new_tokens=args.new_tokens,
     uncached_max_context=args.uncached_max_context,
     repeats=args.repeats,
+    cache_length=args.cache_length,
   )
   print_rows(rows)
   write_json(args.out, _device(), rows)
@@ -91,6 +92,12 @@ def add_decode(subparsers: argparse._SubParsersAction) -> None:
   p.add_argument("--new_tokens", type=int, default=32)
   p.add_argument(
     "--uncached_max_context", type=int, default=2048, help="longest context timed uncached"
+  )
+  p.add_argument(
+    "--cache_length",
+    type=int,
+    default=0,
+    help="preallocate the KV cache this long (0: context + new tokens); adds ms_per_step",
   )
   p.set_defaults(run=_decode, parse_gin=True)
 

@@ -108,6 +108,9 @@ def _cached_logits(module: Decoder, params, tokens, prompt_length: int, cache_le
     dict(scan_layers=True, remat_policy="full"),
     dict(scan_layers=False, remat_policy="dots"),
     dict(scan_layers=True, attention_impl="dot_product_attention"),
+    # Chunks of 7 in a cache of LENGTH + 3 = 13: the second starts at 6, not 7, to stay in bounds.
+    dict(scan_layers=False, decode_chunk_length=7),
+    dict(scan_layers=True, decode_chunk_length=1),
   ],
   ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
 )

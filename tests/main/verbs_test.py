@@ -96,6 +96,29 @@ def test_bench_decode_measures_cached_and_uncached(tmp_path):
   assert "uncached_tokens_per_s" not in rows[1]  # above uncached_max_context
 
 
+def test_bench_decode_times_steps_in_a_preallocated_cache(tmp_path):
+  out = tmp_path / "decode.json"
+  code = cli.main(
+    [
+      "bench",
+      "decode",
+      "--gin_file=gin/models/semantic/tiny.gin",
+      "--gin.config.TransformerConfig.decode_chunk_length=8",
+      "--batch_sizes=1",
+      "--context_lengths=4,40",
+      "--new_tokens=4",
+      "--uncached_max_context=0",
+      "--cache_length=64",
+      "--repeats=1",
+      f"--out={out}",
+    ]
+  )
+  assert code == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["cache_length"] for r in rows] == [64, 64]
+  assert all(r["ms_per_step"] > 0 for r in rows)
+
+
 def test_bench_train_reports_throughput(tmp_path):
   out = tmp_path / "train.json"
   code = cli.main(
