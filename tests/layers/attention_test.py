@@ -1,13 +1,14 @@
 """Tests of `SelfAttention`'s modes: one mode per pass, and dropout on every path that trains."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from musiclm_jax.layers.attention import AttentionMode, SelfAttention
+from musiclm_jax.layers.attention import AttentionMode, SelfAttention, add_position_bias
 from musiclm_jax.layers.config import TransformerConfig
 
 CONFIG = TransformerConfig(
@@ -69,3 +70,20 @@ def test_an_unknown_mode_is_refused():
   x, bias, mask = _inputs()
   with pytest.raises(ValueError, match="'train_and_decode' is not a valid AttentionMode"):
     SelfAttention(CONFIG, mode="train_and_decode").init(jax.random.key(0), x, bias, mask)
+
+
+@pytest.mark.parametrize("bias_batch", [1, 3])
+def test_position_bias_gradient_equals_the_plain_sums(bias_batch):
+  """add_position_bias's custom gradient (the batch summed by slices on CPU) is the sum's."""
+  logits = jax.random.normal(jax.random.key(0), (3, 2, 5, 5))
+  bias = jax.random.normal(jax.random.key(1), (bias_batch, 2, 5, 5))
+  weights = jax.random.normal(jax.random.key(2), (3, 2, 5, 5))
+
+  def loss(add, logits, bias):
+    return jnp.sum(jnp.tanh(add(logits, bias)) * weights)
+
+  ours = jax.jit(jax.grad(functools.partial(loss, add_position_bias), (0, 1)))(logits, bias)
+  plain = jax.grad(functools.partial(loss, jnp.add), (0, 1))(logits, bias)
+  assert ours[1].shape == bias.shape
+  for a, b in zip(ours, plain, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
