@@ -54,26 +54,32 @@ def _sum_over_batch(x: jax.Array) -> jax.Array:
   )
 
 
-@jax.custom_vjp
 def add_position_bias(logits: jax.Array, bias: jax.Array) -> jax.Array:
-  """logits [batch, heads, q, k] + bias [1, heads, q, k], both float32.
+  """logits [batch, heads, q, k] + bias [batch or 1, heads or 1, q or 1, k or 1] (float32).
 
-  The same sum; its gradient with respect to the bias (shared by the batch) sums over the
-  batch with `_sum_over_batch`, the largest single op of a training step before (BENCHMARKS
-  "Decoding and training against the PyTorch peer").
+  A bias shared by the batch but full-sized otherwise (the relative-position bias) gets a
+  gradient that sums over the batch with `_sum_over_batch`: XLA's reduce for it was the largest
+  single op of a CPU training step (BENCHMARKS "Decoding and training against the PyTorch peer").
   """
+  if bias.shape[0] == 1 and logits.shape[0] > 1 and bias.shape[1:] == logits.shape[1:]:
+    return _add_batch_shared(logits, bias)
   return logits + bias
 
 
-def _add_position_bias_fwd(logits, bias):
-  return logits + bias, bias.shape[0]
+@jax.custom_vjp
+def _add_batch_shared(logits: jax.Array, bias: jax.Array) -> jax.Array:
+  return logits + bias
 
 
-def _add_position_bias_bwd(bias_batch, g):
-  return g, (g if bias_batch == g.shape[0] else _sum_over_batch(g))
+def _add_batch_shared_fwd(logits, bias):
+  return logits + bias, None
 
 
-add_position_bias.defvjp(_add_position_bias_fwd, _add_position_bias_bwd)
+def _add_batch_shared_bwd(_, g):
+  return g, _sum_over_batch(g)
+
+
+_add_batch_shared.defvjp(_add_batch_shared_fwd, _add_batch_shared_bwd)
 
 
 def xla_attention(
