@@ -133,7 +133,9 @@ def test_analyze_shapes_windows_and_batch_independence(small_chunks, reference):
     assert out.tags.dtype == out.embeddings.dtype == out.mean_pool.dtype == np.float32
     assert out.embeddings.shape[1:] == (200,) and out.mean_pool.shape[1:] == (753,)
     assert np.all((out.tags >= 0) & (out.tags <= 1))
-  np.testing.assert_array_equal(outs[1].tags, outs[3].tags)  # identical clips, other chunks
+  # Identical clips in other rows of the batch: equal up to the matmul kernels' row tiling,
+  # which on some CPUs rounds edge rows differently (6e-8 seen).
+  np.testing.assert_allclose(outs[1].tags, outs[3].tags, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(outs[2].tags[:2], outs[1].tags, atol=1e-6)  # same first 6 s
   (alone,) = small_chunks.analyze([mix], SR)
   np.testing.assert_allclose(alone.embeddings, outs[1].embeddings, atol=1e-5)
