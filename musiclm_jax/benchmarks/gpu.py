@@ -80,16 +80,7 @@ TRANSFORMERS = {
 }
 TOKENS = {
   "paper": TokenSpec(),
-  "tiny": TokenSpec(
-    mulan_levels=4,
-    mulan_codebook_size=16,
-    semantic_codebook_size=32,
-    acoustic_levels=6,
-    acoustic_codebook_size=16,
-    num_coarse_levels=2,
-    semantic_rate_hz=4,
-    acoustic_rate_hz=8,
-  ),
+  "tiny": TokenSpec.tiny(),
 }
 CROP_SECONDS = {
   "paper": {"semantic": 30.0, "coarse": 10.0, "fine": 3.0},
