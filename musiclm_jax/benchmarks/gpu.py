@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from musiclm_jax.benchmarks import codec as codec_benchmarks
+from musiclm_jax.benchmarks import stage_lm as stage_lm_benchmarks
 from musiclm_jax.decoding import sampling
 from musiclm_jax.layers.config import TransformerConfig
 from musiclm_jax.models.stage_lm import StageLM, train_flops_per_token
@@ -212,10 +213,7 @@ def bench_decode(size: str, budget: Budget, **overrides: Any) -> list[dict[str, 
   workload = WORKLOADS[size]
   context = model.layout.inputs_length + 1  # BOS + MuLan + semantic tokens
   new_tokens = min(workload["new_tokens"], model.sequence_length - context)
-  params = jax.jit(lambda r: model.get_initial_variables(r)["params"])(jax.random.key(0))
-  params = jax.tree.map(
-    lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
-  )
+  params = stage_lm_benchmarks.random_params(model)
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   bandwidth = copy_bandwidth(2**30 if size == "paper" else 2**24)
   cfg = model.config

@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -67,6 +68,12 @@ def bench_train(
   return out
 
 
+def random_params(model: StageLM, seed: int = 0):
+  """Unboxed random parameters of `model` (speed does not depend on their values)."""
+  init = jax.jit(lambda r: model.get_initial_variables(r)["params"])
+  return nn.unbox(init(jax.random.key(seed)))
+
+
 def _cached_decoder(model: StageLM, context: int, new_tokens: int, cache_length: int = 0):
   """jit(params, prompt, rng) -> tokens: prefill `context` tokens, sample `new_tokens`.
 
@@ -117,10 +124,7 @@ def bench_decode(
   does: its cache holds the whole sequence), to show that a step's cost follows the filled length;
   each row then also reports `ms_per_step`, a decode step's time without the prefill.
   """
-  params = jax.jit(lambda r: model.get_initial_variables(r)["params"])(jax.random.key(0))
-  params = jax.tree.map(
-    lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
-  )
+  params = random_params(model)
   rows = []
   for context in context_lengths:
     cached = _cached_decoder(model, context, new_tokens, cache_length)

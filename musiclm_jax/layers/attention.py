@@ -10,7 +10,7 @@ modes are inference only: they refuse active dropout.
 The cache is laid out [batch, heads, length, head_dim] (heads before length, unlike the
 activations): a decode step's two attention products then read it in the layout a batched matmul
 takes, where [batch, length, heads, head_dim] made XLA copy a transpose of the whole cache for
-each, every step (BENCHMARKS "Decoding speed").
+each, every step (BENCHMARKS "Decoding and training against the PyTorch peer").
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ def _sum_over_batch(x: jax.Array) -> jax.Array:
   batch; `platform_dependent` chooses when lowering, so an AOT compile for TPU on a CPU host
   gets the sum.
   """
-  if x.shape[0] == 1:
-    return x
   return jax.lax.platform_dependent(
     x,
     cpu=_sum_over_batch_by_slices,

@@ -79,7 +79,7 @@ def unscanned_params(params: dict, config: TransformerConfig) -> dict:
   The layout a `Decoder` with `scan_layers=False` takes; params already in it pass through.
   Decoding runs unscanned (MaxText's advice too): inside a scan, every step slices each layer's
   weights and KV cache out of the stacked arrays and writes the cache back, copies that cost
-  more than the layer's own matmuls for one token (BENCHMARKS "Decoding speed").
+  more than the layer's own matmuls for one token (BENCHMARKS "Decoding and training against the PyTorch peer").
   """
   if not config.scan_layers or "layers" not in params:
     return params
