@@ -23,6 +23,7 @@ verbs:
   infer       batch decoding of a prompts JSONL file, sharded and resumable (--prompts --out_dir)
   evaluate    FAD_musicnn, KLD, chroma, note F1, MCC of generated music against reference clips
   codec       encode audio files to acoustic tokens with a trained codec, or decode them
+  import-weights  a pretrained tokenizer from a transformers checkpoint (--kind=encodec)
 
 `musiclm-jax VERB --help` shows a verb's flags, its gin flags and an example launch command.
 exit codes: 0 ok; 1 infer: some prompts not generated (see its errors file); 2 bad usage,
@@ -102,6 +103,12 @@ def _codec(argv):
   return codec.main(argv)
 
 
+def _import_weights(argv):
+  from musiclm_jax.main import import_weights
+
+  return import_weights.main(argv)
+
+
 VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "train": _train,
   "compile": _compile,
@@ -115,6 +122,7 @@ VERBS: dict[str, Callable[[Sequence[str]], int]] = {
   "infer": _infer,
   "evaluate": _evaluate,
   "codec": _codec,
+  "import-weights": _import_weights,
 }
 
 

@@ -7,6 +7,8 @@ by the gin file of the codec run:
 - `soundstream.codec.SoundStreamCodec`: the paper's SEANet + RVQ, trained adversarially.
 - `spectral.codec.SpectralCodec`: fitted linear maps of power-law STFT magnitudes + RVQ +
   Griffin-Lim; what keeps the notes at laptop scale (README, "Design notes").
+- `encodec.codec.EncodecCodec`: Meta's EnCodec imported from a transformers checkpoint
+  (`musiclm-jax import-weights --kind=encodec`); never trained here.
 
 `AudioCodec` holds what they share: input checks on the host before anything is dispatched (a
 NaN in the audio or a code out of range would otherwise turn silently into garbage), one
@@ -39,6 +41,7 @@ COLLECTIONS = ("params", QUANTIZER)
 # The "model" each codec's checkpoint metadata names.
 SOUNDSTREAM = "soundstream"
 SPECTRAL = "spectral_codec"
+ENCODEC = "encodec"
 
 
 class CodecConfig(Protocol):
@@ -308,6 +311,10 @@ class AudioCodec(abc.ABC):
 
 
 def _config_class(model: str) -> type:
+  if model == ENCODEC:
+    from musiclm_jax.tokenizers.encodec.config import EncodecCodecConfig
+
+    return EncodecCodecConfig
   if model == SPECTRAL:
     from musiclm_jax.tokenizers.spectral.config import SpectralCodecConfig
 
@@ -331,7 +338,7 @@ def random_codec(config: CodecConfig, seed: int = 0) -> AudioCodec:
 
 
 def codec_config_from_metadata(metadata: dict[str, Any]) -> CodecConfig:
-  """The architecture a codec checkpoint's metadata records (SoundStream or spectral)."""
+  """The architecture a codec checkpoint's metadata records (SoundStream, spectral, EnCodec)."""
   return architecture.from_json(_config_class(metadata.get("model")), metadata["architecture"])
 
 
@@ -358,6 +365,11 @@ def load_codec(model_dir: str, step: int | None = None) -> AudioCodec:
     from musiclm_jax.tokenizers.soundstream.codec import load_soundstream_codec
 
     return load_soundstream_codec(directory, step)
+  if model == ENCODEC:
+    from musiclm_jax.tokenizers.encodec.codec import load_encodec_codec
+
+    return load_encodec_codec(directory, step)
   raise CheckpointMismatchError(
-    f"{directory} holds a {model!r} checkpoint, not a codec ({SOUNDSTREAM!r} or {SPECTRAL!r})."
+    f"{directory} holds a {model!r} checkpoint, not a codec "
+    f"({SOUNDSTREAM!r}, {SPECTRAL!r} or {ENCODEC!r})."
   )

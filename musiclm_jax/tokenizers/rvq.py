@@ -124,6 +124,28 @@ def nearest_codes(x: jax.Array, codebook: jax.Array) -> jax.Array:
   return jnp.argmin(squared_distances(x, codebook), axis=-1).astype(jnp.int32)
 
 
+def greedy_codes(codebooks: jax.Array, latents: jax.Array, levels: int) -> jax.Array:
+  """[..., dim] -> [..., levels] int32 codes of the first `levels` codebooks, level by level.
+
+  Each level codes the residual the levels before it left (inference of a fitted RVQ).
+  """
+  flat = latents.reshape(-1, latents.shape[-1])
+
+  def level(residual, codebook):
+    codes = nearest_codes(residual, codebook)
+    return residual - jnp.take(codebook, codes, axis=0), codes
+
+  _, codes = jax.lax.scan(level, flat, codebooks[:levels])
+  return codes.T.reshape(latents.shape[:-1] + (levels,))
+
+
+def sum_code_vectors(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
+  """[..., levels'] codes (-1: level absent) -> [..., dim], the sum of their code vectors."""
+  levels = codes.shape[-1]
+  vectors = codebooks[jnp.arange(levels), jnp.maximum(codes, 0)]  # [..., levels, dim]
+  return jnp.sum(jnp.where(codes[..., None] >= 0, vectors, 0.0), axis=-2)
+
+
 def _cluster_stats(
   x: jax.Array, codes: jax.Array, weight: jax.Array, num_codes: int
 ) -> tuple[jax.Array, jax.Array]:

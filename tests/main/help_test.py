@@ -8,7 +8,15 @@ import pytest
 from musiclm_jax.main import bench, cli
 
 GIN_VERBS = ["train", "infer", "generate", "compile", "tokenize"]
-OTHER_VERBS = ["quickstart", "render", "build-data", "spectrogram", "evaluate", "codec"]
+OTHER_VERBS = [
+  "quickstart",
+  "render",
+  "build-data",
+  "spectrogram",
+  "evaluate",
+  "codec",
+  "import-weights",
+]
 BENCH = sorted(bench.parser()._subparsers._group_actions[0].choices)
 
 

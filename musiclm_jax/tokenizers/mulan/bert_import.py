@@ -14,7 +14,6 @@ it freshly from `seed`, so two loads with the same seed give identical params.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -23,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from safetensors.numpy import load_file
 
 from musiclm_jax import axes
+from musiclm_jax.tokenizers import hf_checkpoint
 from musiclm_jax.tokenizers.mulan.text_tower import (
   ACTIVATIONS,
   BiasedDense,
@@ -34,8 +33,8 @@ from musiclm_jax.tokenizers.mulan.text_tower import (
 )
 
 PyTree = Any
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = hf_checkpoint.CONFIG_FILE
+WEIGHTS_FILE = hf_checkpoint.WEIGHTS_FILE
 _IGNORED_PREFIXES = ("pooler.", "cls.", "embeddings.position_ids")
 _RENAMES = (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias"))
 
@@ -107,22 +106,9 @@ def expected_tensors(config: TextTowerConfig) -> list[_Tensor]:
 # --- config.json ------------------------------------------------------------------------------
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No {os.path.basename(path)} at {path}.")
-  try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path} is not valid JSON: {e}") from e
-  if not isinstance(data, dict):
-    raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
-  return data
-
-
 def config_from_hf(path: str, *, embed_dim: int = 128, max_length: int = 64) -> TextTowerConfig:
   """A `TextTowerConfig` from a Hugging Face BertModel `config.json` at `path`."""
-  hf = _read_json(path)
+  hf = hf_checkpoint.read_json(path)
   if hf.get("model_type") != "bert":
     raise ValueError(
       f"{path}: model_type {hf.get('model_type')!r} is not supported; only BERT checkpoints "
@@ -172,14 +158,8 @@ def config_from_hf(path: str, *, embed_dim: int = 128, max_length: int = 64) -> 
 
 def read_tensors(path: str) -> dict[str, np.ndarray]:
   """The BERT tensors of a safetensors file, keyed by unprefixed HF names (heads dropped)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No {os.path.basename(path)} at {path}.")
-  try:
-    raw = load_file(path)
-  except Exception as e:  # the Rust reader raises SafetensorError on corrupt headers
-    raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
   tensors = {}
-  for name, value in raw.items():
+  for name, value in hf_checkpoint.read_safetensors(path).items():
     name = name.removeprefix("bert.")
     if name.startswith(_IGNORED_PREFIXES):
       continue
@@ -199,23 +179,12 @@ def check_compatible(
     tensors: checkpoint tensors by unprefixed HF name (`read_tensors`).
     directory: the checkpoint directory, named in the error.
   """
-  path = os.path.join(directory, WEIGHTS_FILE)
-  expected = expected_tensors(config)
-  for t in expected:
-    if t.name not in tensors:
-      raise ValueError(f"{path} lacks tensor {t.name!r} (expected shape {t.shape}).")
-    saved = tuple(tensors[t.name].shape)
-    if saved != t.shape:
-      raise ValueError(
-        f"{path}: tensor {t.name!r} has shape {saved}, but {CONFIG_FILE} implies {t.shape}; "
-        "the checkpoint does not match its config (or this text tower)."
-      )
-  extra = sorted(set(tensors) - {t.name for t in expected})
-  if extra:
-    raise ValueError(
-      f"{path} holds tensors this BERT config does not use, e.g. {extra[:3]} "
-      f"({len(extra)} in all); is num_hidden_layers in {CONFIG_FILE} right?"
-    )
+  hf_checkpoint.check_tensors(
+    {t.name: t.shape for t in expected_tensors(config)},
+    tensors,
+    os.path.join(directory, WEIGHTS_FILE),
+    extra_hint=f"is num_hidden_layers in {CONFIG_FILE} right?",
+  )
 
 
 # --- conversion -------------------------------------------------------------------------------

@@ -41,29 +41,10 @@ def unproject(params: dict, latents: jax.Array) -> jax.Array:
   return jnp.dot(latents, params["components"].T, precision=_HIGHEST) + params["mean"]
 
 
-def quantize(codebooks: jax.Array, latents: jax.Array, levels: int) -> jax.Array:
-  """[..., dim] -> [..., levels] int32 codes of the first `levels` codebooks, greedily."""
-  flat = latents.reshape(-1, latents.shape[-1])
-
-  def level(residual, codebook):
-    codes = rvq.nearest_codes(residual, codebook)
-    return residual - jnp.take(codebook, codes, axis=0), codes
-
-  _, codes = jax.lax.scan(level, flat, codebooks[:levels])
-  return codes.T.reshape(latents.shape[:-1] + (levels,))
-
-
-def dequantize(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
-  """[..., levels'] codes (-1: level absent) -> [..., dim], the sum of their code vectors."""
-  levels = codes.shape[-1]
-  vectors = codebooks[jnp.arange(levels), jnp.maximum(codes, 0)]  # [..., levels, dim]
-  return jnp.sum(jnp.where(codes[..., None] >= 0, vectors, 0.0), axis=-2)
-
-
 def encode(config: SpectralCodecConfig, variables: dict, audio: jax.Array, levels: int):
   """[B, samples] audio -> [B, frames, levels] int32 codes."""
   latents = project(variables["params"], features(config, audio))
-  return quantize(variables[rvq.QUANTIZER]["codebooks"], latents, levels)
+  return rvq.greedy_codes(variables[rvq.QUANTIZER]["codebooks"], latents, levels)
 
 
 def magnitudes(config: SpectralCodecConfig, params: dict, latents: jax.Array) -> jax.Array:
@@ -74,7 +55,7 @@ def magnitudes(config: SpectralCodecConfig, params: dict, latents: jax.Array) ->
 
 def decode(config: SpectralCodecConfig, variables: dict, codes: jax.Array) -> jax.Array:
   """[B, frames, levels] codes (-1: absent level) -> [B, frames · hop] audio by Griffin-Lim."""
-  latents = dequantize(variables[rvq.QUANTIZER]["codebooks"], codes)
+  latents = rvq.sum_code_vectors(variables[rvq.QUANTIZER]["codebooks"], codes)
   return transform.griffin_lim(
     magnitudes(config, variables["params"], latents),
     config.n_fft,

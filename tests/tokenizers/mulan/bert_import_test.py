@@ -138,7 +138,7 @@ def _extra_layer(tensors):
       r"model\.safetensors lacks tensor 'encoder\.layer\.0\.output\.LayerNorm\.bias' "
       r"\(expected shape \(16,\)\)",
     ),
-    (_extra_layer, r"tensors this BERT config does not use, e\.g\. \['encoder\.layer\.2\."),
+    (_extra_layer, r"tensors this config does not use, e\.g\. \['encoder\.layer\.2\."),
   ],
 )
 def test_checkpoint_of_another_shape_is_rejected(tmp_path, edit, message):
