@@ -326,8 +326,13 @@ def _config_class(model: str) -> type:
 
 def random_codec(config: CodecConfig, seed: int = 0) -> AudioCodec:
   """A codec of `config`'s architecture with random weights (benchmarks, shape tests)."""
+  from musiclm_jax.tokenizers.encodec.config import EncodecCodecConfig
   from musiclm_jax.tokenizers.spectral.config import SpectralCodecConfig
 
+  if isinstance(config, EncodecCodecConfig):
+    from musiclm_jax.tokenizers.encodec.codec import EncodecCodec
+
+    return EncodecCodec.random_init(config, seed)
   if isinstance(config, SpectralCodecConfig):
     from musiclm_jax.tokenizers.spectral.codec import SpectralCodec
 

@@ -18,7 +18,7 @@ import numpy as np
 from musiclm_jax import architecture, checkpoints
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
 from musiclm_jax.tokenizers.codec_api import ENCODEC, AudioCodec
-from musiclm_jax.tokenizers.encodec import model
+from musiclm_jax.tokenizers.encodec import hf_import, model
 from musiclm_jax.tokenizers.encodec.config import EncodecCodecConfig
 from musiclm_jax.tokenizers.rvq import QUANTIZER
 
@@ -34,6 +34,23 @@ class EncodecCodec(AudioCodec):
   """
 
   name = MODEL_NAME
+
+  @classmethod
+  def random_init(cls, config: EncodecCodecConfig, seed: int = 0) -> EncodecCodec:
+    """Random weights of `config`'s shape (fan-in scaled), for benchmarks and shape tests."""
+    shapes = hf_import.variable_shapes(config)
+    rng = np.random.default_rng(seed)
+
+    def weight(shape: tuple[int, ...]) -> np.ndarray:
+      if len(shape) == 1:  # a bias
+        return np.zeros(shape, np.float32)
+      fan_in = np.prod(shape[:-1])  # kernels [width, in, out], LSTM weights [in, 4H]
+      return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    is_shape = lambda x: isinstance(x, tuple)  # noqa: E731
+    params = jax.tree.map(weight, shapes["params"], is_leaf=is_shape)
+    codebooks = rng.standard_normal(shapes[QUANTIZER]["codebooks"]).astype(np.float32)
+    return cls(config, {"params": params, QUANTIZER: {"codebooks": codebooks}})
 
   def _encode_fn(self, variables: dict, audio: jax.Array, levels: int) -> jax.Array:
     return model.encode(self.config, variables, audio, levels)

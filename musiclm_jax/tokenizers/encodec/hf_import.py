@@ -198,6 +198,22 @@ def _lstm_layers(config: EncodecCodecConfig) -> Iterator[tuple[str, tuple[str, .
   yield "decoder.layers.1.lstm", ("decoder", "lstm"), width
 
 
+def variable_shapes(config: EncodecCodecConfig) -> dict[str, Any]:
+  """Our variables' shapes for `config` ({"params": ..., "quantizer": {"codebooks"}}): what
+  `convert` fills, for random weights (benchmarks) and shape checks."""
+  params: dict[str, Any] = {}
+  for c in _conv_layers(config):
+    width = c.shape[2]
+    inputs = c.shape[0] if c.transpose else c.shape[1]
+    _set(params, c.path, {"kernel": (width, inputs, c.out_channels), "bias": (c.out_channels,)})
+  for _, path, width in _lstm_layers(config):
+    for k in range(config.num_lstm_layers):
+      layer = {"w_ih": (width, 4 * width), "w_hh": (width, 4 * width), "bias": (4 * width,)}
+      _set(params, path + (f"layer_{k}",), layer)
+  codebooks = (config.num_levels, config.codebook_size, config.hidden_size)
+  return {"params": params, QUANTIZER: {"codebooks": codebooks}}
+
+
 def _weight_names(prefix: str, tensors: Mapping[str, np.ndarray]) -> tuple[str, ...]:
   """A convolution's weight as this checkpoint names it: a weight-norm pair (g, v) or one."""
   for g, v in _WEIGHT_NORM_NAMES:

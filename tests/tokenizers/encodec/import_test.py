@@ -10,6 +10,7 @@ and one / two LSTM layers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -19,9 +20,10 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors.numpy import load_file, save_file
 
-from musiclm_jax.main import cli
+import gin
+from musiclm_jax.main import cli, gin_utils
 from musiclm_jax.tokenizers.codec_api import load_codec
-from musiclm_jax.tokenizers.encodec import EncodecCodec, load_hf_encodec, model
+from musiclm_jax.tokenizers.encodec import EncodecCodec, hf_import, load_hf_encodec, model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "encodec")
 VARIANTS = ("causal_24khz", "noncausal_16khz")
@@ -191,3 +193,19 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, capsys, make, message):
   err = capsys.readouterr().err.strip()
   assert message in err and len(err.splitlines()) == 1, err
   assert not os.path.exists(tmp_path / "out" / "checkpoints")
+
+
+def test_the_24khz_gin_file_is_transformers_24khz_architecture():
+  """`bench codec --gin_file=gin/models/encodec/24khz.gin` times the real model's shape.
+
+  transformers' EncodecModel(EncodecConfig()) has 14,851,810 parameters; the import folds its
+  4,993 weight-norm gains into the kernels and sums each LSTM layer's two biases (8 × 1,024)."""
+  gin_utils.parse(["gin/models/encodec/24khz.gin"], [])
+  try:
+    config = gin_utils.macro("CODEC_CONFIG")
+  finally:
+    gin.clear_config()
+  assert (config.hop_length, config.frame_rate, config.num_quantizers) == (320, 75, 32)
+  shapes = hf_import.variable_shapes(config)["params"]
+  sizes = jax.tree.leaves(jax.tree.map(math.prod, shapes, is_leaf=lambda x: isinstance(x, tuple)))
+  assert sum(sizes) == 14_838_625
