@@ -2,13 +2,15 @@
 
     musiclm-jax import-weights --kind=encodec --checkpoint_dir=encodec_24khz --out_dir=O
         [--bandwidth=6.0]
+    musiclm-jax import-weights --kind=hubert|mert --checkpoint_dir=hubert-base-ls960 --out_dir=O
 
 reads a transformers checkpoint directory (`config.json` + `model.safetensors`, as
 `save_pretrained` writes them; nothing is downloaded and torch is not needed) and writes
 `O/checkpoints/0` with the architecture and the source (directory, sha256 of the weights) in its
 metadata. For EnCodec, `O` is then a `--codec_dir` for `musiclm-jax codec` and a codec for the
 tokenizer bundle; `--bandwidth` (kbps, one of the model's target bandwidths) keeps that many
-codebooks (24 kHz model: 1.5 → 2, 3 → 4, 6 → 8, 12 → 16, 24 → 32 levels).
+codebooks (24 kHz model: 1.5 → 2, 3 → 4, 6 → 8, 12 → 16, 24 → 32 levels). For HuBERT and MERT,
+`tokenizers.hubert.load_hubert(O)` gives any layer's hidden states of audio at any rate.
 
 A checkpoint of another kind, an unsupported config (e.g. the 48 kHz stereo EnCodec) or a
 missing, misshapen or truncated tensor exits 2 with one line naming what is wrong.
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 from musiclm_jax.main import paths
 
-KINDS = ("encodec",)
+KINDS = ("encodec", "hubert", "mert")
 
 
 def _sha256(path: str) -> str:
@@ -54,6 +56,29 @@ def _import_encodec(checkpoint_dir: str, out_dir: str, bandwidth: float | None) 
   )
 
 
+def _import_hubert(kind: str, checkpoint_dir: str, out_dir: str) -> str:
+  from musiclm_jax.tokenizers.hf_checkpoint import WEIGHTS_FILE
+  from musiclm_jax.tokenizers.hubert import load_hf_hubert, save_hubert
+
+  config, params = load_hf_hubert(checkpoint_dir)
+  expected = "mert_model" if kind == "mert" else "hubert"
+  if config.model_type != expected:
+    raise ValueError(
+      f"{checkpoint_dir}: --kind={kind} but its config.json says model_type "
+      f"{config.model_type!r} (expected {expected!r})."
+    )
+  source = {
+    "kind": kind,
+    "checkpoint_dir": os.path.abspath(checkpoint_dir),
+    "weights_sha256": _sha256(os.path.join(checkpoint_dir, WEIGHTS_FILE)),
+  }
+  save_hubert(out_dir, config, params, source)
+  return (
+    f"imported {kind}: {config.sample_rate} Hz, {config.frame_rate:g} frames/s, "
+    f"{config.num_layers} layers of {config.hidden_size} -> {out_dir}"
+  )
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="musiclm-jax import-weights",
@@ -76,10 +101,15 @@ def main(argv: Sequence[str]) -> int:
   args = _parser().parse_args(argv)
   paths.check_input_dir(args.checkpoint_dir, "--checkpoint_dir")
   paths.check_output_dir(args.out_dir, "--out_dir")
+  if args.bandwidth is not None and args.kind != "encodec":
+    raise paths.PathError(f"--bandwidth is an EnCodec setting; --kind={args.kind} has none.")
   if os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
     raise paths.PathError(f"--out_dir={args.out_dir} is not empty: import into a new directory.")
   try:
-    print(_import_encodec(args.checkpoint_dir, args.out_dir, args.bandwidth))
+    if args.kind == "encodec":
+      print(_import_encodec(args.checkpoint_dir, args.out_dir, args.bandwidth))
+    else:
+      print(_import_hubert(args.kind, args.checkpoint_dir, args.out_dir))
   except (ValueError, FileNotFoundError) as e:
     print(f"musiclm-jax import-weights: {e}", file=sys.stderr)
     return 2
