@@ -140,7 +140,11 @@ def bundle_token_spec(config: TokenizerBundleConfig, num_coarse_levels: int) -> 
     raise CacheMismatchError(f"{config.codec_dir} holds no codec checkpoint metadata.")
   codec = codec_config_from_metadata(codec_meta)
   fitted = kmeans.KMeansModel.load(config.kmeans_dir)
-  w2v_bert = architecture.from_json(W2VBertConfig, fitted.metadata["w2v_bert_architecture"])
+  if "semantic_rate_hz" in fitted.metadata:  # an imported HuBERT / MERT's
+    semantic_rate_hz = int(fitted.metadata["semantic_rate_hz"])
+  else:
+    w2v_bert = architecture.from_json(W2VBertConfig, fitted.metadata["w2v_bert_architecture"])
+    semantic_rate_hz = round(w2v_bert.sample_rate / w2v_bert.samples_per_frame)
   quantizer = checkpoints.read_saved_step(config.mulan_quantizer_dir).metadata.get("rvq")
   if quantizer is None:
     raise CacheMismatchError(f"{config.mulan_quantizer_dir} holds no MuLan quantizer metadata.")
@@ -151,7 +155,7 @@ def bundle_token_spec(config: TokenizerBundleConfig, num_coarse_levels: int) -> 
     acoustic_levels=codec.rvq.num_levels,
     acoustic_codebook_size=codec.rvq.codebook_size,
     num_coarse_levels=num_coarse_levels,
-    semantic_rate_hz=round(w2v_bert.sample_rate / w2v_bert.samples_per_frame),
+    semantic_rate_hz=semantic_rate_hz,
     acoustic_rate_hz=codec.frame_rate,
   )
 
@@ -185,7 +189,7 @@ class TokenizerBundle:
   Attributes:
     config: where they came from.
     codec: a `codec_api.AudioCodec` (SoundStream or spectral).
-    semantic: `SemanticTokenizer`.
+    semantic: `SemanticTokenizer` (w2v-BERT) or `HubertSemanticTokenizer` (imported).
     mulan: `MuLanTokenizer`.
   """
 

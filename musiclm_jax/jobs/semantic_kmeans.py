@@ -7,6 +7,10 @@ mini-batch k-means on them in bounded memory. Progress is checkpointed, so a kil
 where it stopped. The result, saved in `output_dir`, records the layer, the normalisation and the
 w2v-BERT checkpoint it expects; `tokenizers.w2v_bert.semantic.load_semantic_tokenizer` refuses
 any other pairing.
+
+`w2v_bert_dir` may also hold an imported HuBERT or MERT (`musiclm-jax import-weights
+--kind=hubert|mert`): its hidden states of `layer` (0..num_layers, default the middle layer), at
+`semantic_rate_hz` (`tokenizers.hubert.semantic`), are clustered the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from musiclm_jax import architecture
+from musiclm_jax import architecture, checkpoints
 from musiclm_jax.data import audio_batches
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.models.w2v_bert import W2VBertModel
@@ -61,6 +65,68 @@ def _embedding_fn(
       return compiled(params, sharded["audio"], sharded["audio_mask"])
 
   return apply
+
+
+def _w2v_bert_embedding_fn(
+  w2v_bert_dir: str, source: AudioSource, layer: int | None, partitioner: Partitioner
+) -> tuple[Callable[[dict[str, np.ndarray]], tuple[jax.Array, jax.Array]], int, dict]:
+  """(embed, dim, k-means metadata) of a trained w2v-BERT."""
+  trained = load_w2v_bert(w2v_bert_dir)
+  config = trained.config
+  if source.sample_rate != config.sample_rate:
+    raise ValueError(
+      f"Dataset {source.name} holds {source.sample_rate} Hz audio; w2v-BERT expects "
+      f"{config.sample_rate} Hz."
+    )
+  layer = layer or config.kmeans_layer
+  embed = _embedding_fn(trained, layer, partitioner)
+  return embed, config.d_model, kmeans_metadata(trained, layer)
+
+
+def _hubert_embedding_fn(
+  model_dir: str,
+  sample_rate: int,
+  layer: int | None,
+  semantic_rate_hz: int,
+  partitioner: Partitioner,
+) -> tuple[Callable[[dict[str, np.ndarray]], tuple[jax.Array, jax.Array]], int, dict]:
+  """(embed, dim, k-means metadata) of an imported HuBERT / MERT, jitted and sharded."""
+  from musiclm_jax.tokenizers.hubert import load_hubert
+  from musiclm_jax.tokenizers.hubert import semantic as hubert_semantic
+
+  encoder = load_hubert(model_dir)
+  config = encoder.config
+  layer = config.num_layers // 2 if layer is None else layer
+  if not 0 <= layer <= config.num_layers:
+    raise ValueError(f"layer {layer} is not in [0, {config.num_layers}] for {model_dir}.")
+  frames = hubert_semantic.semantic_frames(config, sample_rate, semantic_rate_hz)
+
+  def embed(params, audio, audio_mask):
+    x = hubert_semantic.embeddings(config, frames, layer, params, audio)
+    real = audio_mask[:, : x.shape[1] * frames.samples_per_frame].astype(jnp.float32)
+    real = real.reshape(x.shape[0], x.shape[1], frames.samples_per_frame).mean(-1) >= 0.5
+    return x, real
+
+  params = jax.device_put(encoder.params, partitioner.replicated)
+  compiled = jax.jit(embed)
+
+  def apply(batch: dict[str, np.ndarray]) -> tuple[jax.Array, jax.Array]:
+    sharded = partitioner.shard_batch(batch)
+    with partitioner.activate():
+      return compiled(params, sharded["audio"], sharded["audio_mask"])
+
+  step = checkpoints.read_saved_step(os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)).step
+  metadata = hubert_semantic.kmeans_metadata(model_dir, step, config, layer, frames)
+  return apply, config.hidden_size, metadata
+
+
+def _saved_model(model_dir: str) -> str | None:
+  """The model a model dir's checkpoint holds; None without one (the w2v-BERT loader says so)."""
+  directory = os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)
+  try:
+    return checkpoints.read_saved_step(directory).metadata.get("model")
+  except FileNotFoundError:
+    return None
 
 
 def _vector_batches(
@@ -108,22 +174,27 @@ def fit_semantic_kmeans(
   split: str = "train",
   data_seed: int = 0,
   max_batches: int | None = None,
+  semantic_rate_hz: int = 25,
   partitioner: Partitioner | None = None,
   on_start: Callable[[], None] | None = None,
 ) -> dict[str, float]:
   """Fits the semantic k-means of `w2v_bert_dir`'s model on `source` and saves it to `output_dir`.
 
   Args:
-    w2v_bert_dir: model dir of a trained w2v-BERT (`w2v_bert_train_job`).
+    w2v_bert_dir: model dir of a trained w2v-BERT (`w2v_bert_train_job`), or of an imported
+      HuBERT / MERT.
     source: a TFDS audio dataset at the model's sample rate.
     output_dir: where the fitted k-means is saved (and its resumable progress is kept).
     config: clusters (paper 1024), normalisation, passes, seed.
     layer: 1-based MLM-module layer whose embeddings are clustered (default: the model's
-      `kmeans_layer`, paper 7).
+      `kmeans_layer`, paper 7); for HuBERT / MERT, the hidden state 0..num_layers (default the
+      middle one).
     crop_samples: audio per example (the default 10 s is a multiple of the 960-sample frame).
     batch_size: global audio batch.
     split: dataset split to fit on; data_seed: crops and shuffling.
     max_batches: audio batches per pass (None: the whole split, once per epoch).
+    semantic_rate_hz: HuBERT / MERT only: the token rate its frames are averaged to (w2v-BERT's
+      is its own frame).
     partitioner: mesh for the embedding and k-means steps (default: every device on 'data').
     on_start: called on the chief once the w2v-BERT is loaded and checked, before anything is
       written (the train verb writes config.gin here).
@@ -131,24 +202,20 @@ def fit_semantic_kmeans(
     {'inertia_per_vector', 'num_clusters', 'dim'} of the fit, measured on its last batch.
   """
   partitioner = partitioner or Partitioner()
-  trained = load_w2v_bert(w2v_bert_dir)
-  model = W2VBertModel(trained.config)
-  if source.sample_rate != model.config.sample_rate:
-    raise ValueError(
-      f"Dataset {source.name} holds {source.sample_rate} Hz audio; w2v-BERT expects "
-      f"{model.config.sample_rate} Hz."
+  if _saved_model(w2v_bert_dir) == "hubert":
+    embed, dim, metadata = _hubert_embedding_fn(
+      w2v_bert_dir, source.sample_rate, layer, semantic_rate_hz, partitioner
     )
-  layer = layer or model.config.kmeans_layer
-  embed = _embedding_fn(trained, layer, partitioner)
+  else:
+    embed, dim, metadata = _w2v_bert_embedding_fn(w2v_bert_dir, source, layer, partitioner)
   batches_fn = _vector_batches(
     embed, source, split, crop_samples, batch_size, data_seed, max_batches
   )
-  metadata = kmeans_metadata(trained, layer)
   if on_start is not None and jax.process_index() == 0:
     on_start()
   fitted = kmeans.fit_kmeans(
     batches_fn,
-    model.config.d_model,
+    dim,
     config,
     partitioner=partitioner,
     checkpoint_dir=os.path.join(output_dir, PROGRESS_SUBDIR),
@@ -161,4 +228,4 @@ def fit_semantic_kmeans(
   inertia = fitted.inertia(jnp.asarray(last)) / max(len(last), 1)
   summary = {"inertia_per_vector": float(inertia), "num_clusters": config.num_clusters}
   print(f"semantic k-means: {summary} → {output_dir}", flush=True)
-  return {**summary, "dim": model.config.d_model}
+  return {**summary, "dim": dim}

@@ -10,6 +10,7 @@ recompile. Build one with `load_semantic_tokenizer(w2v_bert_dir, kmeans_dir)`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from musiclm_jax import architecture
+from musiclm_jax import architecture, checkpoints
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.w2v_bert import frontend
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
@@ -147,11 +148,22 @@ def semantic_ids(
   return ids.reshape(normalized.shape[:-1]).astype(jnp.int32)
 
 
+def _holds_hubert(model_dir: str) -> bool:
+  try:
+    saved = checkpoints.read_saved_step(os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR))
+  except FileNotFoundError:
+    return False  # load_w2v_bert names what is missing
+  return saved.metadata.get("model") == "hubert"
+
+
 def load_semantic_tokenizer(w2v_bert_dir: str, kmeans_dir: str) -> SemanticTokenizer:
   """The semantic tokenizer of a trained w2v-BERT and the k-means fitted on its embeddings.
 
+  A `w2v_bert_dir` that holds an imported HuBERT / MERT gives its tokenizer instead
+  (`tokenizers.hubert.semantic.HubertSemanticTokenizer`, same interface).
+
   Args:
-    w2v_bert_dir: the w2v-BERT job's model dir.
+    w2v_bert_dir: the w2v-BERT job's model dir (or an imported HuBERT / MERT's).
     kmeans_dir: where the semantic k-means job saved the fitted centroids.
 
   Raises:
@@ -159,6 +171,10 @@ def load_semantic_tokenizer(w2v_bert_dir: str, kmeans_dir: str) -> SemanticToken
     ValueError: the k-means was fitted on another architecture's embeddings or another layer
       count/width than this w2v-BERT has (refit it with the semantic k-means job).
   """
+  if _holds_hubert(w2v_bert_dir):
+    from musiclm_jax.tokenizers.hubert.semantic import load_hubert_semantic_tokenizer
+
+    return load_hubert_semantic_tokenizer(w2v_bert_dir, kmeans_dir)
   trained = load_w2v_bert(w2v_bert_dir)
   fitted = kmeans.KMeansModel.load(kmeans_dir)
   saved = fitted.metadata.get("w2v_bert_architecture")
