@@ -17,6 +17,7 @@ import numpy as np
 
 from musiclm_jax.benchmarks import timing
 from musiclm_jax.tokenizers import kmeans
+from musiclm_jax.tokenizers.hubert.config import HubertEncoderConfig
 from musiclm_jax.tokenizers.w2v_bert.config import W2VBertConfig
 from musiclm_jax.tokenizers.w2v_bert.model import W2VBert
 from musiclm_jax.tokenizers.w2v_bert.semantic import SemanticTokenizer
@@ -29,18 +30,38 @@ def random_tokenizer(config: W2VBertConfig, num_clusters: int, seed: int = 0) ->
   masked = np.zeros((1, config.num_frames(samples)), bool)
   init = jax.jit(lambda key: W2VBert(config).init(key, audio, audio, masked, deterministic=True))
   params = nn.meta.unbox(init(jax.random.key(seed))["params"])
-  rng = np.random.default_rng(seed)
-  fitted = kmeans.KMeansModel(
-    centroids=rng.standard_normal((num_clusters, config.d_model)).astype(np.float32),
-    mean=np.zeros(config.d_model, np.float32),
-    std=np.ones(config.d_model, np.float32),
-    normalization="standardize",
-  )
+  fitted = _random_kmeans(num_clusters, config.d_model, seed)
   return SemanticTokenizer(config, params, fitted, config.kmeans_layer)
 
 
+def random_hubert_tokenizer(
+  config: HubertEncoderConfig, num_clusters: int, sample_rate: int = 24_000, seed: int = 0
+):
+  """An imported-HuBERT / MERT semantic tokenizer (25 Hz tokens of `sample_rate` audio) with
+  random weights and centroids."""
+  from musiclm_jax.tokenizers.hubert import hf_import
+  from musiclm_jax.tokenizers.hubert import semantic as hubert_semantic
+
+  frames = hubert_semantic.semantic_frames(config, sample_rate, 25)
+  params = hf_import.random_params(config, seed)
+  fitted = _random_kmeans(num_clusters, config.hidden_size, seed)
+  return hubert_semantic.HubertSemanticTokenizer(
+    config, params, fitted, config.num_layers // 2, frames
+  )
+
+
+def _random_kmeans(num_clusters: int, dim: int, seed: int) -> kmeans.KMeansModel:
+  rng = np.random.default_rng(seed)
+  return kmeans.KMeansModel(
+    centroids=rng.standard_normal((num_clusters, dim)).astype(np.float32),
+    mean=np.zeros(dim, np.float32),
+    std=np.ones(dim, np.float32),
+    normalization="standardize",
+  )
+
+
 def bench_semantic(
-  config: W2VBertConfig,
+  config: W2VBertConfig | HubertEncoderConfig,
   *,
   seconds: float,
   batch_sizes: Sequence[int],
@@ -48,14 +69,20 @@ def bench_semantic(
   repeats: int = 3,
   seed: int = 0,
 ) -> list[dict[str, Any]]:
-  """Semantic-token extraction speed of a random-init w2v-BERT on `seconds` of audio each.
+  """Semantic-token extraction speed of a random-init w2v-BERT (or imported-HuBERT / MERT
+  architecture, on 24 kHz audio) on `seconds` of audio each.
 
   Returns:
     One dict per batch size: batch, seconds, frames, params, tokenize_s (median wall seconds per
     call), audio_seconds_per_s (audio seconds tokenized per wall second, whole batch).
   """
-  tokenizer = random_tokenizer(config, num_clusters, seed)
-  samples = int(round(seconds * config.sample_rate))
+  if isinstance(config, HubertEncoderConfig):
+    tokenizer = random_hubert_tokenizer(config, num_clusters, seed=seed)
+    num_params = sum(x.size for x in jax.tree.leaves(tokenizer._arguments[0]))
+  else:
+    tokenizer = random_tokenizer(config, num_clusters, seed)
+    num_params = config.num_params()
+  samples = int(round(seconds * tokenizer.config.sample_rate))
   rng = np.random.default_rng(seed)
   rows = []
   for batch in batch_sizes:
@@ -65,8 +92,8 @@ def bench_semantic(
       {
         "batch": batch,
         "seconds": seconds,
-        "frames": tokenizer.num_frames(samples),
-        "params": config.num_params(),
+        "frames": samples // tokenizer.config.samples_per_frame,
+        "params": num_params,
         "tokenize_s": elapsed,
         "audio_seconds_per_s": batch * seconds / elapsed,
       }

@@ -14,12 +14,17 @@ from musiclm_jax.main.bench_report import add_shared, print_rows_3g, subcommand,
 def _semantic(args: argparse.Namespace, gin_files: list[str], bindings: list[str]) -> int:
   from musiclm_jax.benchmarks import semantic as semantic_benchmarks
 
-  config = gin_utils.macro("W2V_BERT_CONFIG")
+  config = gin_utils.macro("HUBERT_CONFIG", None) or gin_utils.macro("W2V_BERT_CONFIG")
   clusters = args.num_clusters or 1024
+  machine = f"{jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU cores"
+  if hasattr(config, "kmeans_layer"):
+    model = f"w2v-BERT {config.num_params() / 1e6:.1f}M params, MLM layer {config.kmeans_layer}"
+  else:
+    model = (
+      f"imported {config.model_type} ({config.sample_rate} Hz), layer {config.num_layers // 2}"
+    )
   print(
-    f"semantic: {jax.devices()[0].device_kind} × {jax.device_count()}, {os.cpu_count()} CPU "
-    f"cores; w2v-BERT {config.num_params() / 1e6:.1f}M params, MLM layer {config.kmeans_layer}, "
-    f"{clusters} clusters; {args.seconds:g} s of {config.sample_rate} Hz audio each"
+    f"semantic: {machine}; {model}, {clusters} clusters; {args.seconds:g} s of 24 kHz audio each"
   )
   rows = semantic_benchmarks.bench_semantic(
     config,
@@ -37,7 +42,8 @@ def add_semantic(subparsers: argparse._SubParsersAction) -> None:
   p = subcommand(
     subparsers,
     "semantic",
-    "semantic tokens: w2v-BERT features + k-means assignment (random weights)",
+    "semantic tokens: w2v-BERT (or imported HuBERT / MERT: gin/models/hubert) features + "
+    "k-means assignment (random weights)",
     "musiclm-jax bench semantic --gin_file=gin/models/w2v_bert/base.gin --batch_sizes=1,8",
     gin=True,
   )

@@ -33,6 +33,30 @@ def test_bench_semantic_writes_positive_figures(tmp_path, capsys):
     assert row["audio_seconds_per_s"] == pytest.approx(row["batch"] / row["tokenize_s"])
 
 
+TINY_HUBERT = {
+  "conv_dim": "(8, 8, 8, 8, 8, 8, 8)",
+  "hidden_size": "16",
+  "num_layers": "2",
+  "num_heads": "2",
+  "intermediate_size": "32",
+  "num_conv_pos_embeddings": "8",
+  "num_conv_pos_embedding_groups": "4",
+}
+
+
+def test_bench_semantic_times_an_imported_hubert_architecture(tmp_path, capsys):
+  out = tmp_path / "hubert.json"
+  shrink = [f"--gin.hubert_config.HubertEncoderConfig.{k}={v}" for k, v in TINY_HUBERT.items()]
+  args = ["--gin_file=gin/models/hubert/base.gin", *shrink, "--seconds=1", "--batch_sizes=2"]
+  assert (
+    cli.main(["bench", "semantic", *args, "--num_clusters=8", "--repeats=1", f"--out={out}"]) == 0
+  )
+  assert "imported hubert (16000 Hz), layer 1" in capsys.readouterr().out
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["batch"], r["frames"]) for r in rows] == [(2, 25)]
+  assert rows[0]["tokenize_s"] > 0
+
+
 def test_bench_mulan_writes_positive_figures(tmp_path, capsys):
   out = tmp_path / "mulan.json"
   args = ["--gin_file=gin/models/mulan/tiny.gin", "--batch_sizes=1,2", "--repeats=2"]

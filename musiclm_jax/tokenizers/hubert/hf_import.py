@@ -241,6 +241,29 @@ def convert(config: HubertEncoderConfig, tensors: Mapping[str, np.ndarray]) -> d
   return params
 
 
+def random_params(config: HubertEncoderConfig, seed: int = 0) -> dict[str, Any]:
+  """Random weights of `config`'s shape in our layout (benchmarks: speed does not depend on
+  values). Norm scales are ones, biases zeros, kernels fan-in scaled normals."""
+  rng = np.random.default_rng(seed)
+  params: dict[str, Any] = {}
+  tensors = expected_tensors(config)
+  width = config.num_conv_pos_embeddings
+  groups = config.num_conv_pos_embedding_groups
+  positional = (width, config.hidden_size // groups, config.hidden_size)
+  for t in tensors + [_Tensor("positional", positional[::-1], ("positional", "kernel"), "conv")]:
+    shape = (
+      t.shape[::-1] if t.kind == "conv" else (t.shape[::-1] if t.kind == "linear" else t.shape)
+    )
+    if t.path[-1] == "scale":
+      value = np.ones(shape, np.float32)
+    elif len(shape) == 1:
+      value = np.zeros(shape, np.float32)
+    else:
+      value = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+    _set(params, t.path, value)
+  return params
+
+
 def load_hf_hubert(directory: str | os.PathLike[str]) -> tuple[HubertEncoderConfig, dict[str, Any]]:
   """Imports a transformers HuBERT (or MERT) checkpoint directory.
 

@@ -18,8 +18,16 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors.numpy import load_file, save_file
 
-from musiclm_jax.main import cli
-from musiclm_jax.tokenizers.hubert import HubertEncoder, load_hf_hubert, load_hubert, model
+import gin
+from musiclm_jax.main import cli, gin_utils
+from musiclm_jax.tokenizers.hubert import (
+  HubertEncoder,
+  hf_import,
+  load_hf_hubert,
+  load_hubert,
+  model,
+)
+from musiclm_jax.tokenizers.hubert import semantic as hubert_semantic
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "hubert")
 VARIANTS = ("base_like", "stable_layer_norm")
@@ -175,3 +183,21 @@ def test_bad_checkpoints_exit_2_with_one_line(tmp_path, capsys, kind, edit_confi
   assert _import(tmp_path, kind, _copy_fixture(tmp_path, edit_config=edit_config)) == 2
   err = capsys.readouterr().err.strip()
   assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name, rate, pool", [("base", 16_000, 2), ("mert_95m", 24_000, 3)])
+def test_gin_files_are_the_published_architectures(name, rate, pool):
+  """`bench semantic --gin_file=gin/models/hubert/*.gin` times the real models' shapes.
+
+  transformers' HubertModel(HubertConfig()) has 94,371,712 parameters: ours plus its
+  `masked_spec_embed` (768, pre-training only) and the positional weight-norm gains (128),
+  which the import folds into the kernel."""
+  gin_utils.parse([f"gin/models/hubert/{name}.gin"], [])
+  try:
+    config = gin_utils.macro("HUBERT_CONFIG")
+  finally:
+    gin.clear_config()
+  assert (config.sample_rate, config.hop_length) == (rate, 320)
+  assert hubert_semantic.semantic_frames(config, 24_000, 25).pool == pool
+  params = hf_import.random_params(config)
+  assert sum(x.size for x in jax.tree.leaves(params)) == 94_370_816

@@ -115,3 +115,24 @@ def test_a_model_whose_rate_does_not_pool_to_the_token_rate_is_refused(hubert_wo
     load_semantic_tokenizer(str(root / "hubert"), str(root / "kmeans")).semantic_tokens(
       _clips(), np.zeros((4, 2 * RATE))
     )
+
+
+def test_a_bundle_of_imported_encodec_and_hubert_tokenizes(hubert_world):
+  """EnCodec's 75 Hz frames are 3 per 25 Hz token: the streams align as SoundStream's 2 do."""
+  world, root, _ = hubert_world
+  encodec_fixture = os.path.join(os.path.dirname(FIXTURE), "..", "encodec", "causal_24khz")
+  argv = ["import-weights", "--kind=encodec", f"--checkpoint_dir={encodec_fixture}"]
+  assert cli.main([*argv, f"--out_dir={root / 'encodec'}"]) == 0
+  config = dataclasses.replace(
+    world.bundle,
+    codec_dir=str(root / "encodec"),
+    w2v_bert_dir=str(root / "hubert"),
+    kmeans_dir=str(root / "kmeans"),
+  )
+  bundle = load_bundle(config)
+  streams = bundle.tokenize(_clips())
+  assert streams["semantic"].shape == (4, 50)
+  assert streams["acoustic"].shape == (4, 150, 8)
+  spec = bundle.token_spec(4)
+  assert (spec.acoustic_rate_hz, spec.acoustic_frames_per_semantic) == (75, 3)
+  assert bundle_token_spec(config, 4) == spec
