@@ -1,9 +1,10 @@
 """Reading Hugging Face checkpoint directories (config.json + model.safetensors) without torch.
 
-What every importer shares (`mulan.bert_import`, `encodec.hf_import`): a config read as JSON with
-errors naming the file, tensors read with `safetensors.numpy` (a truncated or corrupt file is one
-clear error, not a Rust panic), and the check that a checkpoint holds exactly the tensors its
-config implies, naming the tensor, the file and both shapes.
+What every importer shares (`mulan.bert_import`, `encodec.hf_import`, `hubert.hf_import`): a config
+read as JSON with errors naming the file, tensors read with `safetensors.numpy` (a truncated or
+corrupt file is one clear error, not a Rust panic), the check that a checkpoint holds exactly the
+tensors its config implies (naming the tensor, the file and both shapes), torch's weight norm in
+either of its namings folded into one weight, and placing converted arrays in a nested tree.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ from safetensors.numpy import load_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# torch's weight norm saves a (gain, direction) pair: `parametrizations.weight.original0/1` since
+# torch's parametrizations, `weight_g` / `weight_v` before (as the hub's older checkpoints hold).
+WEIGHT_NORM_NAMES = (
+  ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+  ("weight_g", "weight_v"),
+)
 
 
 def read_json(path: str) -> dict[str, Any]:
@@ -86,3 +93,31 @@ def check_tensors(
       f"{path} holds tensors this config does not use, e.g. {extra[:3]} ({len(extra)} in all)"
       f"{'; ' + extra_hint if extra_hint else ''}."
     )
+
+
+def weight_names(module: str, tensors: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+  """How this checkpoint names `module`'s weight: a weight-norm pair (g, v) or (weight,)."""
+  for g, v in WEIGHT_NORM_NAMES:
+    if f"{module}.{g}" in tensors or f"{module}.{v}" in tensors:
+      return f"{module}.{g}", f"{module}.{v}"
+  return (f"{module}.weight",)
+
+
+def folded_weight(
+  module: str, tensors: Mapping[str, np.ndarray], norm_axes: tuple[int, ...]
+) -> np.ndarray:
+  """`module`'s weight in float64, a weight-norm pair folded: w = g · v / ‖v‖ over `norm_axes`
+  (the axes other than torch's `dim`)."""
+  names = weight_names(module, tensors)
+  weight = tensors[names[-1]].astype(np.float64)
+  if len(names) == 1:
+    return weight
+  norm = np.sqrt(np.sum(weight**2, axis=norm_axes, keepdims=True))
+  return tensors[names[0]].astype(np.float64) * weight / norm
+
+
+def set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+  """tree[path[0]][path[1]]... = value, creating the dicts on the way."""
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value

@@ -36,10 +36,6 @@ from musiclm_jax.tokenizers.rvq import QUANTIZER
 
 CONFIG_FILE = hf_checkpoint.CONFIG_FILE
 WEIGHTS_FILE = hf_checkpoint.WEIGHTS_FILE
-_WEIGHT_NORM_NAMES = (
-  ("parametrizations.weight.original0", "parametrizations.weight.original1"),
-  ("weight_g", "weight_v"),
-)
 _BUFFERS = re.compile(r"quantizer\.layers\.\d+\.codebook\.(cluster_size|embed_avg|inited)$")
 
 
@@ -205,21 +201,15 @@ def variable_shapes(config: EncodecCodecConfig) -> dict[str, Any]:
   for c in _conv_layers(config):
     width = c.shape[2]
     inputs = c.shape[0] if c.transpose else c.shape[1]
-    _set(params, c.path, {"kernel": (width, inputs, c.out_channels), "bias": (c.out_channels,)})
+    hf_checkpoint.set_path(
+      params, c.path, {"kernel": (width, inputs, c.out_channels), "bias": (c.out_channels,)}
+    )
   for _, path, width in _lstm_layers(config):
     for k in range(config.num_lstm_layers):
       layer = {"w_ih": (width, 4 * width), "w_hh": (width, 4 * width), "bias": (4 * width,)}
-      _set(params, path + (f"layer_{k}",), layer)
+      hf_checkpoint.set_path(params, path + (f"layer_{k}",), layer)
   codebooks = (config.num_levels, config.codebook_size, config.hidden_size)
   return {"params": params, QUANTIZER: {"codebooks": codebooks}}
-
-
-def _weight_names(prefix: str, tensors: Mapping[str, np.ndarray]) -> tuple[str, ...]:
-  """A convolution's weight as this checkpoint names it: a weight-norm pair (g, v) or one."""
-  for g, v in _WEIGHT_NORM_NAMES:
-    if f"{prefix}.conv.{g}" in tensors or f"{prefix}.conv.{v}" in tensors:
-      return f"{prefix}.conv.{g}", f"{prefix}.conv.{v}"
-  return (f"{prefix}.conv.weight",)
 
 
 def expected_shapes(
@@ -229,7 +219,7 @@ def expected_shapes(
   this checkpoint names it)."""
   shapes: dict[str, tuple[int, ...]] = {}
   for c in _conv_layers(config):
-    names = _weight_names(c.prefix, tensors)
+    names = hf_checkpoint.weight_names(f"{c.prefix}.conv", tensors)
     if len(names) == 2:
       shapes[names[0]] = (c.shape[0], 1, 1)
     shapes[names[-1]] = c.shape
@@ -247,19 +237,9 @@ def expected_shapes(
 # --- conversion -------------------------------------------------------------------------------
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
 def _kernel(c: _Conv, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
   """The torch weight (weight norm folded: g · v / ‖v‖ over all but axis 0) as [width, in, out]."""
-  names = _weight_names(c.prefix, tensors)
-  weight = tensors[names[-1]].astype(np.float64)
-  if len(names) == 2:
-    norm = np.sqrt(np.sum(weight**2, axis=(1, 2), keepdims=True))
-    weight = tensors[names[0]].astype(np.float64) * weight / norm
+  weight = hf_checkpoint.folded_weight(f"{c.prefix}.conv", tensors, norm_axes=(1, 2))
   # Conv1d [out, in, w] -> [w, in, out]; ConvTranspose1d [in, out, w] -> [w, in, out].
   order = (2, 0, 1) if c.transpose else (2, 1, 0)
   return np.ascontiguousarray(weight.transpose(order), dtype=np.float32)
@@ -270,7 +250,7 @@ def convert(config: EncodecCodecConfig, tensors: Mapping[str, np.ndarray]) -> di
   params: dict[str, Any] = {}
   for c in _conv_layers(config):
     bias = np.asarray(tensors[f"{c.prefix}.conv.bias"], np.float32)
-    _set(params, c.path, {"kernel": _kernel(c, tensors), "bias": bias})
+    hf_checkpoint.set_path(params, c.path, {"kernel": _kernel(c, tensors), "bias": bias})
   for prefix, path, _ in _lstm_layers(config):
     for k in range(config.num_lstm_layers):
       layer = {
@@ -278,7 +258,7 @@ def convert(config: EncodecCodecConfig, tensors: Mapping[str, np.ndarray]) -> di
         "w_hh": tensors[f"{prefix}.weight_hh_l{k}"].T,
         "bias": tensors[f"{prefix}.bias_ih_l{k}"] + tensors[f"{prefix}.bias_hh_l{k}"],
       }
-      _set(
+      hf_checkpoint.set_path(
         params,
         path + (f"layer_{k}",),
         {n: np.ascontiguousarray(v, np.float32) for n, v in layer.items()},

@@ -32,10 +32,7 @@ MODEL_TYPES = ("hubert", "mert_model")
 _PREFIXES = ("hubert.",)
 _IGNORED = ("masked_spec_embed",)
 _HEADS = ("lm_head.", "classifier.", "projector.", "final_proj.", "label_embs_concat")
-_WEIGHT_NORM_NAMES = (
-  ("parametrizations.weight.original0", "parametrizations.weight.original1"),
-  ("weight_g", "weight_v"),
-)
+_POSITIONAL = "encoder.pos_conv_embed.conv"
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -181,21 +178,13 @@ def expected_tensors(config: HubertEncoderConfig) -> list[_Tensor]:
   return tensors
 
 
-def _positional_names(tensors: Mapping[str, np.ndarray]) -> tuple[str, ...]:
-  prefix = "encoder.pos_conv_embed.conv"
-  for g, v in _WEIGHT_NORM_NAMES:
-    if f"{prefix}.{g}" in tensors or f"{prefix}.{v}" in tensors:
-      return f"{prefix}.{g}", f"{prefix}.{v}"
-  return (f"{prefix}.weight",)
-
-
 def expected_shapes(
   config: HubertEncoderConfig, tensors: Mapping[str, np.ndarray]
 ) -> dict[str, tuple[int, ...]]:
   """Name -> shape of every tensor a checkpoint of `config` must hold."""
   shapes = {t.name: t.shape for t in expected_tensors(config)}
   width, hidden = config.num_conv_pos_embeddings, config.hidden_size
-  names = _positional_names(tensors)
+  names = hf_checkpoint.weight_names(_POSITIONAL, tensors)
   if len(names) == 2:
     shapes[names[0]] = (1, 1, width)
   shapes[names[-1]] = (hidden, hidden // config.num_conv_pos_embedding_groups, width)
@@ -214,12 +203,6 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
   return tensors
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
 def convert(config: HubertEncoderConfig, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Checked HF tensors -> our params (numpy float32)."""
   params: dict[str, Any] = {}
@@ -229,13 +212,10 @@ def convert(config: HubertEncoderConfig, tensors: Mapping[str, np.ndarray]) -> d
       value = value.T
     elif t.kind == "conv":
       value = value.transpose(2, 1, 0)
-    _set(params, t.path, np.ascontiguousarray(value, np.float32))
-  names = _positional_names(tensors)
-  weight = tensors[names[-1]].astype(np.float64)
-  if len(names) == 2:  # weight norm over the width axis (dim=2): one gain per kernel tap
-    norm = np.sqrt(np.sum(weight**2, axis=(0, 1), keepdims=True))
-    weight = tensors[names[0]].astype(np.float64) * weight / norm
-  _set(
+    hf_checkpoint.set_path(params, t.path, np.ascontiguousarray(value, np.float32))
+  # Weight norm over the width axis (dim=2): one gain per kernel tap.
+  weight = hf_checkpoint.folded_weight(_POSITIONAL, tensors, norm_axes=(0, 1))
+  hf_checkpoint.set_path(
     params, ("positional", "kernel"), np.ascontiguousarray(weight.transpose(2, 1, 0), np.float32)
   )
   return params
@@ -260,7 +240,7 @@ def random_params(config: HubertEncoderConfig, seed: int = 0) -> dict[str, Any]:
       value = np.zeros(shape, np.float32)
     else:
       value = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
-    _set(params, t.path, value)
+    hf_checkpoint.set_path(params, t.path, value)
   return params
 
 

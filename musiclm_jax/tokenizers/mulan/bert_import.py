@@ -190,12 +190,6 @@ def check_compatible(
 # --- conversion -------------------------------------------------------------------------------
 
 
-def _set(tree: dict[str, Any], path: tuple[str, ...], value: np.ndarray) -> None:
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
-
-
 def convert(config: TextTowerConfig, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """Checked HF tensors → the `encoder` subtree of TextTower params (Flax layouts, numpy)."""
   abstract = jax.eval_shape(
@@ -212,7 +206,9 @@ def convert(config: TextTowerConfig, tensors: Mapping[str, np.ndarray]) -> dict[
     target = abstract
     for key in t.path:
       target = target[key]
-    _set(params, t.path, np.ascontiguousarray(value.reshape(target.shape)).astype(dtype))
+    hf_checkpoint.set_path(
+      params, t.path, np.ascontiguousarray(value.reshape(target.shape)).astype(dtype)
+    )
   return params["encoder"]
 
 

@@ -9,21 +9,19 @@ and one / two LSTM layers.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from safetensors.numpy import load_file, save_file
 
 import gin
 from musiclm_jax.main import cli, gin_utils
 from musiclm_jax.tokenizers.codec_api import load_codec
 from musiclm_jax.tokenizers.encodec import EncodecCodec, hf_import, load_hf_encodec, model
+from tests.hf_fixtures import copy_checkpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "encodec")
 VARIANTS = ("causal_24khz", "noncausal_16khz")
@@ -71,18 +69,7 @@ def test_sharded_batch_encodes_like_unsharded(imported):
 
 
 def _copy_fixture(tmp_path, edit_tensors=None, edit_config=None) -> str:
-  directory = str(tmp_path / "ckpt")
-  shutil.copytree(CAUSAL, directory)
-  if edit_tensors is not None:
-    path = os.path.join(directory, "model.safetensors")
-    save_file(edit_tensors(load_file(path)), path)
-  if edit_config is not None:
-    path = os.path.join(directory, "config.json")
-    with open(path) as f:
-      config = json.load(f)
-    with open(path, "w") as f:
-      json.dump(edit_config(config), f)
-  return directory
+  return copy_checkpoint(CAUSAL, tmp_path, edit_tensors, edit_config)
 
 
 def test_legacy_weight_norm_names_import_the_same(tmp_path):

@@ -8,15 +8,12 @@ pre-LN ("stable") layers, even and odd positional kernels, erf and tanh GELU, 16
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
 import jax
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from safetensors.numpy import load_file, save_file
 
 import gin
 from musiclm_jax.main import cli, gin_utils
@@ -28,6 +25,7 @@ from musiclm_jax.tokenizers.hubert import (
   model,
 )
 from musiclm_jax.tokenizers.hubert import semantic as hubert_semantic
+from tests.hf_fixtures import copy_checkpoint
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "hubert")
 VARIANTS = ("base_like", "stable_layer_norm")
@@ -89,18 +87,7 @@ def test_embed_at_resamples_to_the_model_rate(imported):
 
 
 def _copy_fixture(tmp_path, edit_tensors=None, edit_config=None) -> str:
-  directory = str(tmp_path / "ckpt")
-  shutil.copytree(BASE, directory)
-  if edit_tensors is not None:
-    path = os.path.join(directory, "model.safetensors")
-    save_file(edit_tensors(load_file(path)), path)
-  if edit_config is not None:
-    path = os.path.join(directory, "config.json")
-    with open(path) as f:
-      config = json.load(f)
-    with open(path, "w") as f:
-      json.dump(edit_config(config), f)
-  return directory
+  return copy_checkpoint(BASE, tmp_path, edit_tensors, edit_config)
 
 
 def test_prefixed_legacy_checkpoints_import_the_same(tmp_path):
