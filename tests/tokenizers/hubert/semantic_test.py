@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soxr
 
+import gin
 from musiclm_jax.data.audio_batches import AudioSource
 from musiclm_jax.data.token_bundle import bundle_token_spec, load_bundle
 from musiclm_jax.jobs import semantic_kmeans as semantic_kmeans_job
-from musiclm_jax.main import cli
+from musiclm_jax.main import cli, gin_utils
 from musiclm_jax.tokenizers import kmeans
 from musiclm_jax.tokenizers.hubert import load_hubert, resample
 from musiclm_jax.tokenizers.hubert import semantic as hubert_semantic
@@ -136,3 +137,26 @@ def test_a_bundle_of_imported_encodec_and_hubert_tokenizes(hubert_world):
   spec = bundle.token_spec(4)
   assert (spec.acoustic_rate_hz, spec.acoustic_frames_per_semantic) == (75, 3)
   assert bundle_token_spec(config, 4) == spec
+
+
+def test_the_imported_bundle_gin_file_replaces_a_run_files_bundle(hubert_world):
+  world, root, _ = hubert_world
+  dirs = {
+    "CODEC_DIR": root / "encodec",
+    "SEMANTIC_DIR": root / "hubert",
+    "KMEANS_DIR": root / "kmeans",
+    "MULAN_DIR": os.path.join(world.tokenizers_dir, "mulan"),
+    "MULAN_QUANTIZER_DIR": os.path.join(world.tokenizers_dir, "mulan_quantizer"),
+  }
+  files = ["gin/runs/stage_rendered.gin", "gin/tokenizers/imported.gin"]
+  gin_utils.parse(files, [f"{k} = '{v}'" for k, v in dirs.items()])
+  try:
+    bundle, tokens = gin_utils.macro("BUNDLE"), gin_utils.macro("TOKENS")
+  finally:
+    gin.clear_config()
+  assert bundle.codec_dir == str(root / "encodec") and bundle.w2v_bert_dir == str(root / "hubert")
+  assert (tokens.acoustic_rate_hz, tokens.acoustic_levels, tokens.semantic_codebook_size) == (
+    75,
+    8,
+    8,
+  )
