@@ -7,16 +7,16 @@ the architecture and the source in its metadata); `load_hubert` reads it back.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from musiclm_jax import architecture, checkpoints
 from musiclm_jax.checkpoints import CheckpointConfig, Checkpointer
-from musiclm_jax.tokenizers.hubert import model
+from musiclm_jax.tokenizers.hubert import model, resample
 from musiclm_jax.tokenizers.hubert.config import HubertEncoderConfig
 
 MODEL_NAME = "hubert"
@@ -56,16 +56,11 @@ class HubertEncoder:
       )
     return self._layer_fn(self.params, audio, layer)
 
-  def embed_at(self, audio: np.ndarray, sample_rate: int, layer: int) -> jax.Array:
-    """`hidden_states` of host audio at any rate, resampled (soxr) to the model's first."""
-    from musiclm_jax.data import audio_io
-
-    if sample_rate != self.config.sample_rate:
-      resample = functools.partial(
-        audio_io.resample, from_rate=sample_rate, to_rate=self.config.sample_rate
-      )
-      audio = np.stack([resample(np.asarray(clip, np.float32)) for clip in audio])
-    return self.hidden_states(np.asarray(audio, np.float32), layer)
+  def embed_at(self, audio: np.ndarray | jax.Array, sample_rate: int, layer: int) -> jax.Array:
+    """`hidden_states` of audio at any rate, resampled to the model's on the device first
+    (`resample.resample`, a polyphase windowed-sinc filter)."""
+    audio = jnp.asarray(audio, jnp.float32)
+    return self.hidden_states(resample.resample(audio, sample_rate, self.config.sample_rate), layer)
 
 
 def save_hubert(model_dir: str, config: HubertEncoderConfig, params: dict, source: dict) -> str:

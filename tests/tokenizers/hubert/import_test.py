@@ -79,7 +79,7 @@ def test_embed_at_resamples_to_the_model_rate(imported):
   )
   got = np.asarray(encoder.embed_at(at_48k.astype(np.float32), 48_000, 1))
   assert got.shape == ref["hidden_states"][1].shape
-  # Resampled twice (linear up, soxr down): close to the original's states, not equal.
+  # Resampled twice (linear up, windowed sinc down): close to the original's states, not equal.
   cosine = np.sum(got * ref["hidden_states"][1], -1) / (
     np.linalg.norm(got, axis=-1) * np.linalg.norm(ref["hidden_states"][1], axis=-1)
   )
